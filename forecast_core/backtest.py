@@ -1,0 +1,115 @@
+"""Score forecasters on backtest windows: one row per (trial, window).
+
+Sample once, score many: a forecaster draws the largest sample count once per window; every trial
+that differs only in sample count (a prefix) or aggregation is scored from those same paths.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .aggregate import aggregate, parse_aggregation
+from .forecasters import Forecaster
+from .metrics import score_windows
+from .windows import Windows
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One inference config of one model. ``knobs`` is what a config file stores."""
+
+    model: str
+    knobs: Mapping[str, Any] = field(default_factory=dict)
+    num_samples: int = 1
+    aggregate: str = "mean"
+
+    def __post_init__(self) -> None:
+        parse_aggregation(self.aggregate)
+        if self.num_samples < 1:
+            raise ValueError(f"{self.model}: num_samples must be >= 1, got {self.num_samples}")
+
+    @property
+    def config_json(self) -> str:
+        return json.dumps(dict(self.knobs), sort_keys=True, separators=(",", ":"))
+
+    @property
+    def config_hash(self) -> str:
+        return hashlib.sha256(f"{self.model}|{self.config_json}".encode()).hexdigest()[:12]
+
+    @property
+    def name(self) -> str:
+        parts = [f"{k}={v}" for k, v in sorted(self.knobs.items())]
+        return f"{self.model}[{','.join(parts)}]" if parts else self.model
+
+
+@dataclass(frozen=True)
+class Draw:
+    """Sample paths of every window from one forecaster call, and what that call cost."""
+
+    paths: np.ndarray  # [windows, samples, horizon]
+    seconds_per_window: float
+
+
+def draw(forecaster: Forecaster, windows: Windows, num_samples: int) -> Draw:
+    start = time.perf_counter()
+    paths = np.asarray(forecaster.sample_paths(windows.batch, num_samples), dtype=np.float64)
+    elapsed = time.perf_counter() - start
+    expected = (len(windows), paths.shape[1], windows.spec.horizon)
+    if paths.ndim != 3 or paths.shape[0] != expected[0] or paths.shape[2] != expected[2]:
+        raise ValueError(f"{forecaster.name} returned paths of shape {paths.shape}, expected [W, S, H] = {expected}")
+    if not np.isfinite(paths).all():
+        raise ValueError(f"{forecaster.name} returned non-finite sample paths for {windows.symbol}")
+    return Draw(paths, elapsed / max(len(windows), 1))
+
+
+def score_trials(windows: Windows, drawn: Draw, trials: Sequence[Trial]) -> pd.DataFrame:
+    """Metrics of every trial on every window, from one draw (trials use a prefix of its samples)."""
+    available = drawn.paths.shape[1]
+    hashes = [t.config_hash for t in trials]
+    if len(set(hashes)) != len(hashes):  # their rows (and stored files) would be mixed up
+        twins = sorted({f"{t.name} ({t.num_samples} samples, {t.aggregate})"
+                        for t in trials if hashes.count(t.config_hash) > 1})
+        raise ValueError(f"trials with the same config hash: {', '.join(twins)}; put every knob that changes "
+                         "the numbers (e.g. num_samples, aggregate) in knobs")
+    context_close = windows.batch.column("close")
+    frames = []
+    for trial in trials:
+        if trial.num_samples > available:
+            raise ValueError(f"{trial.name} needs {trial.num_samples} samples but only {available} were drawn")
+        paths = drawn.paths[:, : trial.num_samples]
+        point = aggregate(paths, trial.aggregate, sample_axis=1)
+        metrics = score_windows(point, paths, windows.targets, context_close)
+        frames.append(pd.DataFrame({
+            "symbol": windows.symbol,
+            "model": trial.model,
+            "config_name": trial.name,
+            "config_json": trial.config_json,
+            "config_hash": trial.config_hash,
+            "split": windows.splits,
+            "window_origin": pd.to_datetime(windows.origin_timestamps),
+            "origin_index": windows.origins,
+            "seed": windows.batch.seeds,
+            **metrics,
+            "seconds": drawn.seconds_per_window,
+            "drawn_samples": available,
+        }))
+    return pd.concat(frames, ignore_index=True)
+
+
+def last_window_forecast(windows: Windows, drawn: Draw, trial: Trial) -> pd.DataFrame:
+    """Point forecast, 10-90% band and actuals of the last window (for plots)."""
+    paths = drawn.paths[-1, : trial.num_samples]
+    return pd.DataFrame({
+        "timestamp": pd.to_datetime(windows.target_timestamps[-1]),
+        "actual": windows.targets[-1],
+        "forecast": aggregate(paths, trial.aggregate, sample_axis=0),
+        "p10": np.quantile(paths, 0.1, axis=0),
+        "p90": np.quantile(paths, 0.9, axis=0),
+    })

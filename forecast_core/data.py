@@ -1,0 +1,191 @@
+"""Price frames: symbol validation, column normalisation and data-quality checks.
+
+A normalised frame has columns ``timestamp, open, high, low, close, volume, amount`` with one row per
+bar, ascending unique timestamps (tz-naive UTC). ``amount`` (traded value, used by Kronos) is derived
+as ``volume * mean(open, high, low, close)`` when the source has none; ``volume`` defaults to 0.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .forecasters import PRICE_COLUMNS
+
+SYMBOL_PATTERN = re.compile(r"^[A-Z0-9][A-Z0-9._=^-]{0,31}$")
+FRAME_COLUMNS = ("timestamp", *PRICE_COLUMNS)
+_TIMESTAMP_NAMES = ("timestamp", "date", "datetime", "time", "timestamps")
+_ALIASES = {
+    "open": ("open", "o"),
+    "high": ("high", "h"),
+    "low": ("low", "l"),
+    "close": ("close", "c", "price"),
+    "volume": ("volume", "vol", "v"),
+    "amount": ("amount", "turnover", "value"),
+}
+
+
+class InvalidSymbolError(ValueError):
+    """A symbol that could be unsafe in a path or query, or is not a ticker at all."""
+
+
+class PriceDataError(ValueError):
+    """Price data that cannot be used; the message names the symbol/file and what is wrong."""
+
+
+def validate_symbol(symbol: object) -> str:
+    """Return the canonical (upper-case) symbol, or raise before it reaches any path or SQL."""
+    text = str(symbol).strip().upper() if isinstance(symbol, str) else ""
+    if not SYMBOL_PATTERN.match(text):
+        raise InvalidSymbolError(
+            f"invalid symbol {symbol!r}: use 1-32 characters from A-Z, 0-9 and . _ - = ^, "
+            "starting with a letter or digit (e.g. NVDA, BRK.B, BTC-USD)"
+        )
+    return text
+
+
+def _pick(columns: dict[str, str], names: tuple[str, ...]) -> str | None:
+    for name in names:
+        if name in columns:
+            return columns[name]
+    return None
+
+
+def normalize_prices(raw: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Map a raw OHLCV table (any common layout) to the normalised frame.
+
+    Accepts ``timestamp|date|Date|Datetime`` (as a column or the index), upper/lower-case OHLCV,
+    optional ``amount``; ``Adj Close`` and extra index columns are ignored. Structural problems
+    raise :class:`PriceDataError`; value problems are left to :func:`quality_checks`.
+    """
+    if raw is None or raw.empty:
+        raise PriceDataError(f"{source}: no rows (empty file or empty download)")
+    table = raw.copy()
+    if isinstance(table.columns, pd.MultiIndex):  # yfinance: (field, ticker)
+        table.columns = [str(c[0]) for c in table.columns]
+    lowered = {str(c).strip().lower().replace(" ", "_"): c for c in table.columns}
+    ts_col = _pick(lowered, _TIMESTAMP_NAMES)
+    if ts_col is None:
+        index_name = str(table.index.name or "").strip().lower()
+        if index_name in _TIMESTAMP_NAMES or isinstance(table.index, pd.DatetimeIndex):
+            table = table.reset_index()
+            ts_col = table.columns[0]
+        else:
+            raise PriceDataError(
+                f"{source}: no timestamp column; expected one of {', '.join(_TIMESTAMP_NAMES)} "
+                f"(case-insensitive), found {list(map(str, raw.columns))}"
+            )
+    out = pd.DataFrame(index=range(len(table)))
+    try:
+        stamps = pd.to_datetime(table[ts_col].to_numpy(), utc=True, format="mixed")
+    except (ValueError, TypeError) as exc:
+        raise PriceDataError(f"{source}: column {ts_col!r} has values that are not dates ({exc})") from None
+    if stamps.isna().any():
+        raise PriceDataError(f"{source}: column {ts_col!r} has a missing date at row {int(stamps.isna().argmax())}")
+    out["timestamp"] = stamps.tz_convert(None).astype("datetime64[ns]")
+    for name, aliases in _ALIASES.items():
+        col = _pick(lowered, aliases)
+        if col is None:
+            if name in ("open", "high", "low", "close"):
+                raise PriceDataError(
+                    f"{source}: missing required column {name!r}; found {list(map(str, raw.columns))}"
+                )
+            continue
+        values = pd.to_numeric(table[col].to_numpy(), errors="coerce")
+        bad = pd.isna(values) & table[col].notna().to_numpy()
+        if bad.any():
+            example = table[col].to_numpy()[bad.argmax()]
+            raise PriceDataError(
+                f"{source}: column {name!r} has non-numeric values, e.g. {example!r} "
+                f"at row {int(bad.argmax())}"
+            )
+        out[name] = np.asarray(values, dtype=np.float64)
+    if "volume" not in out:
+        out["volume"] = 0.0
+    if "amount" not in out:
+        out["amount"] = out["volume"] * out[["open", "high", "low", "close"]].mean(axis=1)
+    return out.loc[:, list(FRAME_COLUMNS)]
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """One data-quality check. ``blocking`` failures mean the data must not be stored or used."""
+
+    name: str
+    passed: bool
+    blocking: bool
+    description: str
+    metadata: dict = field(default_factory=dict)
+
+
+def quality_checks(
+    frame: pd.DataFrame, symbol: str, min_bars: int, split_threshold: float = 0.45, max_gap_days: int = 5
+) -> list[CheckOutcome]:
+    """All checks of a normalised frame, blocking and warning ones alike."""
+    ts = frame["timestamp"]
+    ohlc = frame[["open", "high", "low", "close"]]
+    diffs = ts.diff().dropna()
+    checks: list[CheckOutcome] = []
+
+    def add(name: str, passed: bool, blocking: bool, ok: str, bad: str, **metadata) -> None:
+        checks.append(CheckOutcome(name, bool(passed), blocking, ok if passed else f"{symbol}: {bad}", metadata))
+
+    dup = int(ts.duplicated().sum())
+    unsorted = int((diffs < pd.Timedelta(0)).sum())
+    add("sorted_unique_timestamps", dup == 0 and unsorted == 0, True, "timestamps ascending and unique",
+        f"{dup} duplicate and {unsorted} out-of-order timestamps; sort and de-duplicate the source",
+        duplicates=dup, out_of_order=unsorted)
+    nan_close = int((~np.isfinite(frame["close"])).sum())  # NaN or +-inf
+    nan_other = int((~np.isfinite(frame[["open", "high", "low"]])).sum().sum())
+    add("no_missing_prices", nan_close == 0 and nan_other == 0, True, "no missing OHLC values",
+        f"{nan_close} missing close and {nan_other} missing open/high/low values (NaN or infinite)",
+        missing_close=nan_close, missing_open_high_low=nan_other)
+    nonpositive = int((ohlc <= 0).sum().sum())
+    negative_volume = int((frame["volume"] < 0).sum())
+    add("positive_prices", nonpositive == 0 and negative_volume == 0, True, "prices > 0 and volume >= 0",
+        f"{nonpositive} non-positive prices and {negative_volume} negative volumes",
+        non_positive_prices=nonpositive, negative_volumes=negative_volume)
+    tol = 1e-6 * ohlc.abs().max(axis=1)
+    inconsistent = int(
+        ((frame["high"] + tol < ohlc[["open", "close", "low"]].max(axis=1))
+         | (frame["low"] - tol > ohlc[["open", "close", "high"]].min(axis=1))).sum()
+    )
+    add("high_low_consistent", inconsistent == 0, True, "low <= open, close <= high on every bar",
+        f"{inconsistent} bars where high < max(open, close, low) or low > min(open, close, high)",
+        inconsistent_bars=inconsistent)
+    add("enough_bars", len(frame) >= min_bars, True, f"{len(frame)} bars >= {min_bars} needed",
+        f"{len(frame)} bars, but the configured windows need {min_bars}", bars=len(frame), needed=min_bars)
+    gaps = diffs[diffs > pd.Timedelta(days=max_gap_days)]
+    add("no_large_gaps", gaps.empty, False, f"no gaps over {max_gap_days} days",
+        f"{len(gaps)} gaps over {max_gap_days} days, largest {gaps.max() if len(gaps) else 0}",
+        gaps=len(gaps))
+    moves = np.abs(np.log(frame["close"].where(frame["close"] > 0)).diff())
+    jumps = frame.loc[moves > np.log1p(split_threshold), "timestamp"]
+    add("no_suspected_splits", jumps.empty, False, f"no single-bar move over {split_threshold:.0%}",
+        f"{len(jumps)} single-bar moves over {split_threshold:.0%} (unadjusted split?) "
+        f"first on {jumps.iloc[0].date() if len(jumps) else ''}", suspected_splits=len(jumps))
+    return checks
+
+
+def blocking_failures(checks: list[CheckOutcome]) -> list[CheckOutcome]:
+    return [c for c in checks if c.blocking and not c.passed]
+
+
+def validate_prices(frame: pd.DataFrame, symbol: str, min_bars: int) -> pd.DataFrame:
+    """Raise :class:`PriceDataError` listing every blocking problem; return the frame otherwise."""
+    failures = blocking_failures(quality_checks(frame, symbol, min_bars))
+    if failures:
+        raise PriceDataError("; ".join(c.description for c in failures))
+    return frame
+
+
+def data_version(frame: pd.DataFrame) -> str:
+    """Content hash of a normalised frame: changes whenever any bar changes or is added."""
+    digest = hashlib.sha256()
+    digest.update(frame["timestamp"].to_numpy(dtype="datetime64[ns]").view(np.int64).tobytes())
+    digest.update(np.ascontiguousarray(frame.loc[:, list(PRICE_COLUMNS)].to_numpy(np.float64)).tobytes())
+    return digest.hexdigest()[:16]

@@ -1,0 +1,119 @@
+"""The forecaster interface every model plugs into, and the baselines behind it.
+
+A forecaster sees only a :class:`ContextBatch` (bars strictly before each window's origin plus the
+calendar of the future steps extrapolated from them), so a forecast cannot depend on the target.
+It returns sample paths of the close, shaped ``[windows, samples, horizon]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+PRICE_COLUMNS = ("open", "high", "low", "close", "volume", "amount")
+
+
+@dataclass(frozen=True)
+class ContextBatch:
+    """Contexts of several windows (possibly of several symbols), all of the same length.
+
+    values: ``[windows, context, len(PRICE_COLUMNS)]`` float64, oldest bar first.
+    timestamps: ``[windows, context]`` datetime64[ns] of the context bars.
+    future_timestamps: ``[windows, horizon]`` datetime64[ns], extrapolated from the context calendar.
+    seeds: ``[windows]`` int64; one fixed seed per (symbol, window), shared by every config.
+    """
+
+    values: np.ndarray
+    timestamps: np.ndarray
+    future_timestamps: np.ndarray
+    seeds: np.ndarray
+
+    def __post_init__(self) -> None:
+        w, length, f = self.values.shape
+        if f != len(PRICE_COLUMNS):
+            raise ValueError(f"context values need {len(PRICE_COLUMNS)} columns {PRICE_COLUMNS}, got {f}")
+        if self.timestamps.shape != (w, length):
+            raise ValueError(f"timestamps shape {self.timestamps.shape} != {(w, length)}")
+        if self.future_timestamps.shape[0] != w or self.seeds.shape != (w,):
+            raise ValueError("future_timestamps and seeds need one row per window")
+
+    @property
+    def num_windows(self) -> int:
+        return self.values.shape[0]
+
+    @property
+    def context_length(self) -> int:
+        return self.values.shape[1]
+
+    @property
+    def horizon(self) -> int:
+        return self.future_timestamps.shape[1]
+
+    def column(self, name: str) -> np.ndarray:
+        """One price column, ``[windows, context]``."""
+        return self.values[:, :, PRICE_COLUMNS.index(name)]
+
+    def last(self, length: int) -> "ContextBatch":
+        """The most recent ``length`` bars of every context (models with a shorter window)."""
+        if not 0 < length <= self.context_length:
+            raise ValueError(f"cannot take the last {length} bars of a {self.context_length}-bar context")
+        return ContextBatch(
+            self.values[:, -length:], self.timestamps[:, -length:], self.future_timestamps, self.seeds
+        )
+
+
+@runtime_checkable
+class Forecaster(Protocol):
+    """Anything that turns contexts into close-price sample paths ``[windows, samples, horizon]``.
+
+    Implementations must draw from generators seeded by ``batch.seeds`` so that the same seed gives
+    the same paths, and a smaller ``num_samples`` must give a prefix of a larger one's paths.
+    """
+
+    name: str
+
+    def sample_paths(self, batch: ContextBatch, num_samples: int) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Persistence:
+    """The last close, repeated over the horizon (one deterministic path)."""
+
+    name: str = "persistence"
+
+    def sample_paths(self, batch: ContextBatch, num_samples: int = 1) -> np.ndarray:
+        last = batch.column("close")[:, -1]
+        return np.repeat(last[:, None, None], batch.horizon, axis=2)
+
+
+@dataclass(frozen=True)
+class SeasonalNaive:
+    """Repeat the last ``period`` closes (period 5 = one trading week)."""
+
+    period: int = 5
+    name: str = "seasonal_naive"
+
+    def sample_paths(self, batch: ContextBatch, num_samples: int = 1) -> np.ndarray:
+        if self.period > batch.context_length:
+            raise ValueError(f"seasonal period {self.period} exceeds context length {batch.context_length}")
+        season = batch.column("close")[:, -self.period :]
+        reps = -(-batch.horizon // self.period)
+        return np.tile(season, (1, reps))[:, None, : batch.horizon]
+
+
+@dataclass(frozen=True)
+class Drift:
+    """Random walk with drift: the straight line through the first and last close of the context."""
+
+    name: str = "drift"
+
+    def sample_paths(self, batch: ContextBatch, num_samples: int = 1) -> np.ndarray:
+        close = batch.column("close")
+        slope = (close[:, -1] - close[:, 0]) / max(batch.context_length - 1, 1)
+        steps = np.arange(1, batch.horizon + 1, dtype=np.float64)
+        return (close[:, -1, None] + slope[:, None] * steps)[:, None, :]
+
+
+BASELINES: dict[str, Forecaster] = {f.name: f for f in (Persistence(), SeasonalNaive(), Drift())}

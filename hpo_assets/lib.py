@@ -1,0 +1,52 @@
+"""Helpers shared by the asset modules: partitions, metadata tables and plots."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import pandas as pd
+from dagster import DagsterInstance, DynamicPartitionsDefinition, MetadataValue
+
+from forecast_core.data import validate_symbol
+
+symbols_partitions = DynamicPartitionsDefinition(name="symbols")
+
+
+def register_symbols(instance: DagsterInstance, symbols: list[str]) -> list[str]:
+    """Add symbols (validated, canonical) as partitions; returns the ones that were new."""
+    wanted = sorted({validate_symbol(s) for s in symbols})
+    existing = set(instance.get_dynamic_partitions(symbols_partitions.name))
+    new = [s for s in wanted if s not in existing]
+    if new:
+        instance.add_dynamic_partitions(symbols_partitions.name, new)
+    return new
+
+
+def md_table(frame: pd.DataFrame, digits: int = 3) -> MetadataValue:
+    return MetadataValue.md(frame.round(digits).to_markdown(index=False) if not frame.empty else "_no rows_")
+
+
+def plot_forecasts(history: pd.DataFrame, actual: pd.DataFrame, forecasts: dict[str, pd.DataFrame],
+                   title: str) -> MetadataValue:
+    """Context tail, actuals and each forecast (with its 10-90% band when present) as an inline PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 4), dpi=90)
+    ax.plot(history["timestamp"], history["close"], color="0.6", lw=1, label="context")
+    ax.plot(actual["timestamp"], actual["actual"], color="black", lw=1.5, label="actual")
+    for name, frame in forecasts.items():
+        line, = ax.plot(frame["timestamp"], frame["forecast"], lw=1.2, label=name)
+        if "p10" in frame and (frame["p90"] > frame["p10"]).any():
+            ax.fill_between(frame["timestamp"], frame["p10"], frame["p90"], color=line.get_color(), alpha=0.15)
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.autofmt_xdate()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight")
+    plt.close(fig)
+    encoded = base64.b64encode(buffer.getvalue()).decode()
+    return MetadataValue.md(f"![{title}](data:image/png;base64,{encoded})")

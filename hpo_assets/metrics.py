@@ -1,0 +1,41 @@
+"""The dbt project in dbt_metrics/ as Dagster assets: staging views and leaderboard marts in DuckDB."""
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from dagster import AssetExecutionContext
+from dagster_dbt import DbtCliResource, DbtProject, dbt_assets
+
+from resources import StorageResource
+
+DBT_PROJECT_DIR = Path(os.environ.get("HPO_DBT_PROJECT_DIR", Path(__file__).resolve().parent.parent / "dbt_metrics"))
+dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
+# The dbt installed beside this Python, so an un-activated virtual environment works too.
+DBT_EXECUTABLE = shutil.which("dbt", path=str(Path(sys.executable).parent)) or shutil.which("dbt") or "dbt"
+
+
+def dbt_resource() -> DbtCliResource:
+    return DbtCliResource(project_dir=dbt_project, dbt_executable=DBT_EXECUTABLE)
+
+
+def _manifest_is_stale(project: DbtProject) -> bool:
+    if not project.manifest_path.exists():
+        return True
+    built = project.manifest_path.stat().st_mtime
+    sources = [project.project_dir / "dbt_project.yml", project.project_dir / "profiles.yml"]
+    for folder in ("models", "macros"):
+        sources.extend((project.project_dir / folder).rglob("*"))
+    return any(path.is_file() and path.stat().st_mtime > built for path in sources)
+
+
+if _manifest_is_stale(dbt_project):  # parse once per change of the dbt project, not at every load
+    dbt_resource().cli(["parse", "--quiet"], target_path=dbt_project.target_path).wait()
+
+
+@dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, pool="metrics_duckdb")
+def dbt_metrics(context: AssetExecutionContext, dbt: DbtCliResource, storage: StorageResource):
+    """``dbt build`` (models + schema tests) over the stored trials; one DuckDB writer at a time."""
+    os.environ.update(storage.dbt_env())  # profiles.yml and read_trials read these (step process only)
+    yield from dbt.cli(["build"], context=context).stream()

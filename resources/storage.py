@@ -1,0 +1,35 @@
+"""The storage resource: price Parquet, trial Parquet and the DuckDB file dbt builds."""
+
+from __future__ import annotations
+
+import os
+
+from dagster import ConfigurableResource
+from pydantic import Field, field_validator
+
+from forecast_core.store import Storage
+
+
+def default_storage_dir() -> str:
+    return os.environ.get("HPO_STORAGE_DIR") or os.path.join(os.getcwd(), "storage")
+
+
+class StorageResource(ConfigurableResource):
+    """Root directory of everything the pipeline stores (``HPO_STORAGE_DIR``, default ./storage)."""
+
+    root: str = Field(default_factory=default_storage_dir)
+
+    @field_validator("root")
+    @classmethod
+    def _plain_path(cls, value: str) -> str:
+        if any(ch in value for ch in "'\"\n;"):
+            raise ValueError(f"storage root {value!r} must not contain quotes, ';' or newlines")
+        return value
+
+    def storage(self) -> Storage:
+        return Storage(self.root)
+
+    def dbt_env(self) -> dict[str, str]:
+        """Environment for dbt: where the DuckDB file and the trial Parquet files are."""
+        store = self.storage()
+        return {"HPO_METRICS_DB": str(store.duckdb_path), "HPO_TRIALS_DIR": str(store.trials_dir)}

@@ -1,0 +1,35 @@
+"""Load the whole code location and pin its asset graph (keys, dependencies, partitions, checks)."""
+
+from __future__ import annotations
+
+from dagster import AssetKey
+
+from hpo_assets.definitions import defs
+
+EXPECTED_GRAPH = {
+    "price_history": set(),
+    "baseline_sweep": {"price_history"},
+    "stg_trials": {"baseline_sweep"},
+    "leaderboard": {"stg_trials"},
+}
+PARTITIONED = {"price_history", "baseline_sweep"}
+
+
+def test_asset_graph_snapshot():
+    graph = defs.resolve_asset_graph()
+    keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
+    assert keys == set(EXPECTED_GRAPH)
+    for name, parents in EXPECTED_GRAPH.items():
+        node = graph.get(AssetKey(name))
+        assert {p.to_user_string() for p in node.parent_keys} == parents, name
+        assert (node.partitions_def is not None) == (name in PARTITIONED), name
+
+
+def test_price_checks_and_jobs_are_defined():
+    graph = defs.resolve_asset_graph()
+    checks = {k.name for k in graph.asset_check_keys if k.asset_key == AssetKey("price_history")}
+    assert checks == {"sorted_unique_timestamps", "no_missing_prices", "positive_prices", "high_low_consistent",
+                      "enough_bars", "no_large_gaps", "no_suspected_splits"}
+    assert defs.resolve_job_def("refresh_symbol") is not None
+    assert defs.resolve_job_def("build_metrics") is not None
+    assert defs.resolve_sensor_def("price_source_sensor") is not None
