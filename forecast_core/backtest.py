@@ -57,16 +57,23 @@ class Draw:
     seconds_per_window: float
 
 
-def draw(forecaster: Forecaster, windows: Windows, num_samples: int) -> Draw:
-    start = time.perf_counter()
-    paths = np.asarray(forecaster.sample_paths(windows.batch, num_samples), dtype=np.float64)
-    elapsed = time.perf_counter() - start
-    expected = (len(windows), paths.shape[1], windows.spec.horizon)
-    if paths.ndim != 3 or paths.shape[0] != expected[0] or paths.shape[2] != expected[2]:
-        raise ValueError(f"{forecaster.name} returned paths of shape {paths.shape}, expected [W, S, H] = {expected}")
+def check_paths(paths: np.ndarray, windows: Windows, label: str) -> np.ndarray:
+    """Paths as float64 ``[W, S, H]``, or a clear error naming the model and symbol."""
+    paths = np.asarray(paths, dtype=np.float64)
+    if paths.ndim != 3 or paths.shape[0] != len(windows) or paths.shape[2] != windows.spec.horizon:
+        raise ValueError(f"{label} returned paths of shape {paths.shape} for {windows.symbol}, expected "
+                         f"[windows={len(windows)}, samples, horizon={windows.spec.horizon}]")
     if not np.isfinite(paths).all():
-        raise ValueError(f"{forecaster.name} returned non-finite sample paths for {windows.symbol}")
-    return Draw(paths, elapsed / max(len(windows), 1))
+        raise ValueError(f"{label} returned non-finite sample paths for {windows.symbol}")
+    return paths
+
+
+def draw(forecaster: Forecaster, windows: Windows, num_samples: int) -> Draw:
+    """Sample paths of every window from one forecaster call, timed."""
+    start = time.perf_counter()
+    paths = forecaster.sample_paths(windows.batch, num_samples)
+    elapsed = time.perf_counter() - start
+    return Draw(check_paths(paths, windows, forecaster.name), elapsed / max(len(windows), 1))
 
 
 def score_trials(windows: Windows, drawn: Draw, trials: Sequence[Trial]) -> pd.DataFrame:
@@ -103,12 +110,12 @@ def score_trials(windows: Windows, drawn: Draw, trials: Sequence[Trial]) -> pd.D
     return pd.concat(frames, ignore_index=True)
 
 
-def last_window_forecast(windows: Windows, drawn: Draw, trial: Trial) -> pd.DataFrame:
-    """Point forecast, 10-90% band and actuals of the last window (for plots)."""
-    paths = drawn.paths[-1, : trial.num_samples]
+def last_window_forecast(window: Windows, paths: np.ndarray, trial: Trial) -> pd.DataFrame:
+    """Point forecast, 10-90% band and actuals of a single window (for plots); ``paths`` is [1, S, H]."""
+    paths = check_paths(paths, window, trial.model)[0, : trial.num_samples]
     return pd.DataFrame({
-        "timestamp": pd.to_datetime(windows.target_timestamps[-1]),
-        "actual": windows.targets[-1],
+        "timestamp": pd.to_datetime(window.target_timestamps[0]),
+        "actual": window.targets[0],
         "forecast": aggregate(paths, trial.aggregate, sample_axis=0),
         "p10": np.quantile(paths, 0.1, axis=0),
         "p90": np.quantile(paths, 0.9, axis=0),

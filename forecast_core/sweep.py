@@ -1,24 +1,58 @@
-"""Run a sweep: draw once per forecaster, score every trial, store each trial atomically.
+"""Run a sweep: draw sample paths once per plan, score every trial, store each trial atomically.
 
 Resumable and idempotent: a trial already stored for the same data version, windows, model
-revision and config is skipped; a killed run loses at most the draw in flight.
+revision and config is skipped, and a plan draws only what its pending trials need; a killed run
+loses at most the draw in flight.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Protocol, Sequence
 
+import numpy as np
 import pandas as pd
 
-from .backtest import Trial, draw, score_trials
-from .forecasters import Forecaster
+from .backtest import Draw, Trial, check_paths, score_trials
+from .forecasters import ContextBatch, Forecaster
 from .store import Storage, TrialContext
 from .windows import Windows
 
-# (forecaster, trials it can score from one draw: configs that differ only in sample prefix/aggregation)
-SweepGroup = tuple[Forecaster, Sequence[Trial]]
 Progress = Callable[[str], None]
+
+
+class DrawPlan(Protocol):
+    """One model call that yields the paths of several groups of trials.
+
+    ``trials[i]`` are scored from the i-th paths array; they differ only in sample-count prefix and
+    aggregation. ``draw(batch, needs)`` gets ``{group index: samples needed}`` for the groups with
+    pending trials and returns ``{group index: paths [W, S, H]}``.
+    """
+
+    label: str
+    trials: Sequence[Sequence[Trial]]
+
+    def draw(self, batch: ContextBatch, needs: Mapping[int, int]) -> Mapping[int, np.ndarray]: ...
+
+
+@dataclass(frozen=True)
+class SingleDraw:
+    """The common plan: one forecaster, one paths array, scored by every trial."""
+
+    forecaster: Forecaster
+    group: Sequence[Trial]
+
+    @property
+    def label(self) -> str:
+        return self.forecaster.name
+
+    @property
+    def trials(self) -> Sequence[Sequence[Trial]]:
+        return [self.group]
+
+    def draw(self, batch: ContextBatch, needs: Mapping[int, int]) -> Mapping[int, np.ndarray]:
+        return {0: self.forecaster.sample_paths(batch, needs[0])}
 
 
 @dataclass
@@ -37,28 +71,34 @@ def run_sweep(
     sweep: str,
     ctx: TrialContext,
     windows: Windows,
-    groups: Sequence[SweepGroup],
+    plans: Sequence[DrawPlan],
     progress: Progress | None = None,
 ) -> SweepResult:
     result = SweepResult()
-    for i, (forecaster, trials) in enumerate(groups, start=1):
-        pending = [t for t in trials if not storage.has_trial(sweep, ctx, t)]
-        result.skipped.extend(t for t in trials if t not in pending)
+    for i, plan in enumerate(plans, start=1):
+        pending = {g: [t for t in group if not storage.has_trial(sweep, ctx, t)] for g, group in enumerate(plan.trials)}
+        pending = {g: trials for g, trials in pending.items() if trials}
+        result.skipped.extend(t for g, group in enumerate(plan.trials) for t in group if t not in pending.get(g, []))
         if not pending:
             if progress:
-                progress(f"[{i}/{len(groups)}] {forecaster.name}: {len(trials)} trials already stored, skipped")
+                progress(f"[{i}/{len(plans)}] {plan.label}: all trials already stored, skipped")
             continue
-        drawn = draw(forecaster, windows, max(t.num_samples for t in pending))
-        rows = score_trials(windows, drawn, pending)
-        for trial in pending:
-            storage.write_trial(sweep, ctx, trial, rows[rows["config_hash"] == trial.config_hash])
-        result.computed.extend(pending)
-        result.seconds += drawn.seconds_per_window * len(windows)
+        start = time.perf_counter()
+        drawn = plan.draw(windows.batch, {g: max(t.num_samples for t in trials) for g, trials in pending.items()})
+        elapsed = time.perf_counter() - start
+        result.seconds += elapsed
+        # The call's wall time per window, shared equally by the groups it drew.
+        per_window = elapsed / len(windows) / len(pending)
+        for g, trials in pending.items():
+            paths = check_paths(drawn[g], windows, plan.label)
+            rows = score_trials(windows, Draw(paths, per_window), trials)
+            for trial in trials:
+                storage.write_trial(sweep, ctx, trial, rows[rows["config_hash"] == trial.config_hash])
+            result.computed.extend(trials)
         if progress:
-            progress(
-                f"[{i}/{len(groups)}] {forecaster.name}: scored {len(pending)} trials on {len(windows)} windows "
-                f"in {drawn.seconds_per_window * len(windows):.2f}s"
-            )
+            count = sum(len(t) for t in pending.values())
+            progress(f"[{i}/{len(plans)}] {plan.label}: scored {count} trials on {len(windows)} windows "
+                     f"in {elapsed:.2f}s")
     return result
 
 

@@ -7,7 +7,7 @@
     {%- set found = run_query("select count(*) from glob('" ~ pattern ~ "')").columns[0].values()[0] -%}
   {%- endif -%}
   {%- if found > 0 %}
-    select * from read_parquet('{{ pattern }}', union_by_name = true)
+    select * from read_parquet('{{ pattern }}', union_by_name = true, hive_partitioning = false)
   {%- else %}
     select * from (
       select
