@@ -7,6 +7,12 @@ BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export HPO_STORAGE_DIR ?= $(CURDIR)/storage
 
+# Upstream packages, only for the parity tests: installed without their exact pins into their own
+# folders (never into .venv), imported from there by tests/upstream_*.py.
+UPSTREAM_TOTO := toto-ts==0.2.0 rotary-embedding-torch==0.8.6 jaxtyping==0.3.11 wadler-lindig==0.1.8 \
+	toolz==1.2.0 gluonts==0.16.2 einops==0.8.2 scipy==1.17.1
+UPSTREAM_KRONOS := kronos-model-arch==0.1.0 einops==0.8.2
+
 .PHONY: demo test dev validate clean
 
 $(BIN)/python:
@@ -20,7 +26,12 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 demo: $(VENV)/.installed
 	$(BIN)/hpo demo
 
-test: $(VENV)/.installed
+.upstream/.installed: Makefile | $(BIN)/python
+	$(BIN)/pip install --quiet --no-deps --upgrade --target .upstream/toto $(UPSTREAM_TOTO)
+	$(BIN)/pip install --quiet --no-deps --upgrade --target .upstream/kronos $(UPSTREAM_KRONOS)
+	touch $@
+
+test: $(VENV)/.installed .upstream/.installed
 	$(BIN)/pytest
 
 dev: $(VENV)/.installed

@@ -23,12 +23,17 @@ from .windows import Windows
 
 @dataclass(frozen=True)
 class Trial:
-    """One inference config of one model. ``knobs`` is what a config file stores."""
+    """One inference config of one model. ``knobs`` is what a config file stores.
+
+    ``is_default`` marks the model's upstream default config, the reference a tuned config must
+    beat; it is a label, not part of the config's identity.
+    """
 
     model: str
     knobs: Mapping[str, Any] = field(default_factory=dict)
     num_samples: int = 1
     aggregate: str = "mean"
+    is_default: bool = field(default=False, compare=False)
 
     def __post_init__(self) -> None:
         parse_aggregation(self.aggregate)
@@ -76,8 +81,13 @@ def draw(forecaster: Forecaster, windows: Windows, num_samples: int) -> Draw:
     return Draw(check_paths(paths, windows, forecaster.name), elapsed / max(len(windows), 1))
 
 
-def score_trials(windows: Windows, drawn: Draw, trials: Sequence[Trial]) -> pd.DataFrame:
-    """Metrics of every trial on every window, from one draw (trials use a prefix of its samples)."""
+def score_trials(windows: Windows, drawn: Draw, trials: Sequence[Trial],
+                 latency: Mapping[int, float] | None = None) -> pd.DataFrame:
+    """Metrics of every trial on every window, from one draw (trials use a prefix of its samples).
+
+    ``seconds`` is the measured wall time of one single-window forecast at the trial's sample count
+    when ``latency`` has it, else the draw's time per window; ``draw_seconds`` is always the latter.
+    """
     available = drawn.paths.shape[1]
     hashes = [t.config_hash for t in trials]
     if len(set(hashes)) != len(hashes):  # their rows (and stored files) would be mixed up
@@ -104,8 +114,10 @@ def score_trials(windows: Windows, drawn: Draw, trials: Sequence[Trial]) -> pd.D
             "origin_index": windows.origins,
             "seed": windows.batch.seeds,
             **metrics,
-            "seconds": drawn.seconds_per_window,
+            "seconds": (latency or {}).get(trial.num_samples, drawn.seconds_per_window),
+            "draw_seconds": drawn.seconds_per_window,
             "drawn_samples": available,
+            "is_default": trial.is_default,
         }))
     return pd.concat(frames, ignore_index=True)
 

@@ -8,6 +8,7 @@ says exactly how to provide the weights.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Mapping
@@ -64,10 +65,13 @@ def read_config(directory: Path) -> dict:
         raise CheckpointError(f"cannot read model config {path}: {exc}") from exc
 
 
-def load_strict(module: torch.nn.Module, directory: Path, rename: Mapping[str, str] | None = None) -> None:
+def load_strict(module: torch.nn.Module, directory: Path, rename: Mapping[str, str] | None = None,
+                computed_suffixes: tuple[str, ...] = ()) -> None:
     """Load ``model.safetensors`` into ``module``; every key must match, and mismatches are named.
 
     ``rename`` maps checkpoint key prefixes to the module's (for alternative published layouts).
+    ``computed_suffixes``: checkpoint keys ending so are values the module computes itself (e.g.
+    rotary frequencies some exports include); they are dropped, never silently loaded or required.
     """
     path = Path(directory) / WEIGHTS_FILE
     try:
@@ -76,6 +80,7 @@ def load_strict(module: torch.nn.Module, directory: Path, rename: Mapping[str, s
         raise CheckpointError(f"cannot read weights {path}: {exc}") from exc
     for old, new in (rename or {}).items():
         state = {(new + k[len(old):] if k.startswith(old) else k): v for k, v in state.items()}
+    state = {k: v for k, v in state.items() if not k.endswith(computed_suffixes)}
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -103,3 +108,16 @@ def save_checkpoint(module: torch.nn.Module, config: dict, directory: Path) -> P
     state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
     save_file(state, str(directory / WEIGHTS_FILE))
     return directory
+
+
+def checkpoint_revision(directory: Path) -> str:
+    """What pins a checkpoint's numbers: the Hugging Face commit of a cache snapshot, else a content hash."""
+    directory = Path(directory).resolve()
+    if directory.parent.name == "snapshots" and len(directory.name) == 40:
+        return directory.name
+    digest = hashlib.sha256()
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        with open(directory / name, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return f"sha256:{digest.hexdigest()[:16]}"

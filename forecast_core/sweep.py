@@ -73,8 +73,15 @@ def run_sweep(
     windows: Windows,
     plans: Sequence[DrawPlan],
     progress: Progress | None = None,
+    probe_latency: bool = True,
 ) -> SweepResult:
+    """Draw, score and store every pending trial of every plan.
+
+    With ``probe_latency`` each (config, sample count) is also timed on one window alone, so a
+    trial's ``seconds`` is what one forecast with that config costs, not a share of a batched draw.
+    """
     result = SweepResult()
+    probe = windows.select(np.arange(len(windows)) == len(windows) - 1)
     for i, plan in enumerate(plans, start=1):
         pending = {g: [t for t in group if not storage.has_trial(sweep, ctx, t)] for g, group in enumerate(plan.trials)}
         pending = {g: trials for g, trials in pending.items() if trials}
@@ -91,7 +98,8 @@ def run_sweep(
         per_window = elapsed / len(windows) / len(pending)
         for g, trials in pending.items():
             paths = check_paths(drawn[g], windows, plan.label)
-            rows = score_trials(windows, Draw(paths, per_window), trials)
+            latency = _probe(plan, g, probe, {t.num_samples for t in trials}) if probe_latency else None
+            rows = score_trials(windows, Draw(paths, per_window), trials, latency)
             for trial in trials:
                 storage.write_trial(sweep, ctx, trial, rows[rows["config_hash"] == trial.config_hash])
             result.computed.extend(trials)
@@ -100,6 +108,16 @@ def run_sweep(
             progress(f"[{i}/{len(plans)}] {plan.label}: scored {count} trials on {len(windows)} windows "
                      f"in {elapsed:.2f}s")
     return result
+
+
+def _probe(plan: DrawPlan, group: int, window: Windows, sample_counts: set[int]) -> dict[int, float]:
+    """Wall seconds of one single-window forecast per sample count."""
+    seconds = {}
+    for n in sorted(sample_counts):
+        start = time.perf_counter()
+        plan.draw(window.batch, {group: n})
+        seconds[n] = time.perf_counter() - start
+    return seconds
 
 
 def summarize(rows: pd.DataFrame) -> pd.DataFrame:

@@ -1,8 +1,10 @@
-"""The ``hpo`` command: run the pipeline from a terminal into the same instance the UI shows.
+"""The ``hpo`` command: run the pipeline from a terminal into the same instance and stores the UI shows.
 
-``hpo demo`` is the main job: register the embedded symbols as partitions, materialise prices and
-sweeps per symbol, build the dbt marts, print the leaderboard. Runs land in ``$DAGSTER_HOME``
-(default ``./.dagster_home``), so ``dagster dev`` shows them afterwards.
+``hpo demo`` is the main job: register the embedded symbols, tune each one (prices, baseline, Toto
+and Kronos sweeps), build the dbt marts, write the selected configs, print the per-symbol table.
+``hpo compare`` scores given configs (defaults, stored ones, TOTO_*/KRONOS_* overrides) side by side;
+``hpo tune`` runs the Dagster tuning path for some symbols. Runs land in ``$DAGSTER_HOME`` (default
+``./.dagster_home``) and trials in ``$HPO_STORAGE_DIR`` (default ``./storage``).
 """
 
 from __future__ import annotations
@@ -13,10 +15,18 @@ import sys
 import time
 from pathlib import Path
 
-import duckdb
 import pandas as pd
 
-from forecast_core.data import InvalidSymbolError, validate_symbol
+from forecast_core.configs import ConfigFileError
+from forecast_core.data import InvalidSymbolError, PriceDataError, validate_symbol
+from forecast_core.store import StoreError
+
+# Small enough for a CPU with the bundled tiny checkpoints; the assets' defaults are the full spaces.
+DEMO_TUNE_CONFIG = {"ops": {
+    "toto_sweep": {"config": {"sample_counts": [64, 256, 1024, 4096]}},
+    "kronos_sweep": {"config": {"sample_counts": [8, 32], "search_budget": 8, "search_sample_count": 8,
+                                "max_sample_count": 32}},
+}}
 
 
 def _instance():
@@ -30,53 +40,70 @@ def _instance():
     return DagsterInstance.get()
 
 
-def _quiet_run_config() -> dict:
-    return {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+def _quiet(run_config: dict | None = None) -> dict:
+    return {"loggers": {"console": {"config": {"log_level": "WARNING"}}}, **(run_config or {})}
 
 
-def _materialize(symbols: list[str], instance) -> list[str]:
-    """Refresh every symbol, one run each (so one bad symbol fails alone), then build the marts."""
+def _run(job_name: str, instance, partition: str | None = None, run_config: dict | None = None) -> bool:
     from tqdm import tqdm
 
     from .definitions import defs
+
+    result = defs.resolve_job_def(job_name).execute_in_process(
+        partition_key=partition, instance=instance, raise_on_error=False, run_config=_quiet(run_config))
+    if not result.success:
+        failure = next((e for e in result.all_events if e.is_step_failure), None)
+        reason = failure.step_failure_data.error.message.strip().splitlines()[-1] if failure else "see the UI"
+        tqdm.write(f"{partition or job_name}: {job_name} FAILED (run {result.run_id}): {reason}")
+    return result.success
+
+
+def tune(symbols: list[str], tune_config: dict | None = None) -> list[str]:
+    """The Dagster tuning path per symbol, then the marts and the config files; returns failures."""
+    from tqdm import tqdm
+
     from .lib import register_symbols
 
+    instance = _instance()
     register_symbols(instance, symbols)
-    refresh = defs.resolve_job_def("refresh_symbol")
-    failed = []
-    with tqdm(symbols, desc="refresh prices + sweeps", unit="symbol", file=sys.stdout) as bar:
-        for symbol in bar:
-            bar.set_postfix_str(symbol)
-            result = refresh.execute_in_process(partition_key=symbol, instance=instance, raise_on_error=False,
-                                                run_config=_quiet_run_config())
-            if not result.success:
-                failed.append(symbol)
-                failure = next((e for e in result.all_events if e.is_step_failure), None)
-                reason = failure.step_failure_data.error.message.strip() if failure else "see the run in the UI"
-                tqdm.write(f"{symbol}: FAILED (run {result.run_id}): {reason.splitlines()[-1]}")
+    failed = [s for s in tqdm(symbols, desc="prices + sweeps", unit="symbol", file=sys.stdout)
+              if not _run("tune_symbol", instance, s, tune_config)]
     print("building dbt marts (dbt build) ...", flush=True)
-    built = defs.resolve_job_def("build_metrics").execute_in_process(instance=instance, raise_on_error=False,
-                                                                run_config=_quiet_run_config())
-    if not built.success:
-        raise SystemExit(f"dbt build failed (run {built.run_id}); open it in `dagster dev` for the dbt log")
+    if not _run("build_metrics", instance):
+        raise SystemExit("dbt build failed; open the build_metrics run in `dagster dev` for the dbt log")
+    failed += [s for s in tqdm([s for s in symbols if s not in failed], desc="selected configs", unit="symbol",
+                               file=sys.stdout) if not _run("select_configs", instance, s)]
     return failed
 
 
-def leaderboard(storage_root: str | None = None) -> pd.DataFrame:
+def _storage():
     from resources.storage import StorageResource
 
-    path = StorageResource(**({"root": storage_root} if storage_root else {})).storage().duckdb_path
-    if not path.exists():
-        raise SystemExit(f"no metrics database at {path}: run `hpo demo` (or materialise the dbt assets) first")
-    with duckdb.connect(str(path), read_only=True) as con:
-        return con.execute(
-            "select symbol, model, config_name, val_mae_pct, test_mae_pct, test_vs_persistence, val_windows, "
-            "test_windows, val_rank from leaderboard order by symbol, val_rank, model"
-        ).df()
+    return StorageResource()
+
+
+def selected_table() -> pd.DataFrame:
+    """Per symbol: persistence and each model's selected config, val/test MAE%, test vs persistence."""
+    from forecast_core.selection import open_marts
+
+    with open_marts(_storage().storage().duckdb_path) as con:
+        return con.execute("""
+            select b.symbol, b.model || case when m.winning_model = b.model then ' *' else '' end as model,
+                   b.config_name as config, b.val_mae_pct, b.test_mae_pct,
+                   b.test_mae_pct / nullif(p.test_mae_pct, 0) as test_vs_persistence,
+                   b.seconds_per_forecast as seconds, b.significant_vs_default as significant
+            from best_configs b
+            left join leaderboard p on p.symbol = b.symbol and p.model = 'persistence'
+            left join model_choice m on m.symbol = b.symbol
+            union all
+            select symbol, model, config_name, val_mae_pct, test_mae_pct, 1.0, seconds_per_forecast, null
+            from leaderboard where model = 'persistence'
+            order by symbol, model
+        """).df()
 
 
 def _print_table(frame: pd.DataFrame) -> None:
-    with pd.option_context("display.max_rows", 500, "display.width", 160, "display.max_colwidth", 60):
+    with pd.option_context("display.max_rows", 500, "display.width", 200, "display.max_colwidth", 70):
         print(frame.round(3).to_string(index=False))
 
 
@@ -84,12 +111,37 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from forecast_core.sources import EmbeddedSource
 
     symbols = [validate_symbol(s) for s in args.symbols] if args.symbols else EmbeddedSource().symbols()
-    instance = _instance()
     start = time.perf_counter()
-    failed = _materialize(symbols, instance)
-    print(f"\nleaderboard (ranked on validation MAE%; test is held out), {time.perf_counter() - start:.0f}s:")
-    _print_table(leaderboard())
-    print(f"\nDagster instance: {os.environ['DAGSTER_HOME']} (run `dagster dev` with this DAGSTER_HOME to browse)")
+    failed = tune(symbols, DEMO_TUNE_CONFIG)
+    print(f"\nselected configs (* = winning model; chosen on validation, test held out), "
+          f"{time.perf_counter() - start:.0f}s:")
+    _print_table(selected_table())
+    print(f"\nconfig files: {Path(_storage().hyperparams_dir).resolve()}/{{toto,kronos,best}}/SYMBOL.json")
+    print(f"Dagster instance: {os.environ['DAGSTER_HOME']} (run `make dev` to browse the runs)")
+    return 1 if failed else 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    symbols = [validate_symbol(s) for s in (args.stocks or [args.symbol])]
+    failed = tune(symbols)
+    _print_table(selected_table().query("symbol in @symbols"))
+    return 1 if failed else 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare_symbol
+
+    symbols = [validate_symbol(s) for s in (args.stocks or [args.symbol])]
+    failed = []
+    for symbol in symbols:
+        try:
+            table = compare_symbol(symbol, args.forecast_horizon, args.use_stored_hyperparams, os.environ)
+        except (PriceDataError, ConfigFileError, StoreError, ValueError) as exc:
+            print(f"{symbol}: {exc}", file=sys.stderr)
+            failed.append(symbol)
+            continue
+        print(f"\n{symbol}, horizon {args.forecast_horizon} (ranked on validation; test held out):")
+        _print_table(table)
     return 1 if failed else 0
 
 
@@ -101,22 +153,26 @@ def cmd_add_symbols(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_leaderboard(args: argparse.Namespace) -> int:
-    _print_table(leaderboard())
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hpo", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="register the embedded symbols and run the whole pipeline for them")
+    demo = sub.add_parser("demo", help="tune the embedded symbols end to end (the main job)")
     demo.add_argument("--symbols", nargs="+", help="a subset of the embedded symbols (default: all)")
     demo.set_defaults(func=cmd_demo)
+    for name, func, text in (("compare", cmd_compare, "score default/stored/overridden configs side by side"),
+                             ("tune", cmd_tune, "run the tuning assets, dbt and config selection")):
+        command = sub.add_parser(name, help=text)
+        which = command.add_mutually_exclusive_group(required=True)
+        which.add_argument("--symbol")
+        which.add_argument("--stocks", nargs="+")
+        command.set_defaults(func=func)
+    compare = sub.choices["compare"]
+    compare.add_argument("--forecast-horizon", type=int, default=64)
+    compare.add_argument("--use-stored-hyperparams", action="store_true",
+                         help="score hyperparams/{toto,kronos}/SYMBOL.json instead of the defaults")
     add = sub.add_parser("add-symbols", help="add symbols as partitions (the sensor also adds new CSV files)")
     add.add_argument("symbols", nargs="+")
     add.set_defaults(func=cmd_add_symbols)
-    board = sub.add_parser("leaderboard", help="print the leaderboard mart")
-    board.set_defaults(func=cmd_leaderboard)
     return parser
 
 
@@ -124,6 +180,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except InvalidSymbolError as exc:
+    except (InvalidSymbolError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,16 +1,17 @@
-"""The code location: every asset, check, job, sensor and resource of the project."""
-
-from __future__ import annotations
+"""The code location: every asset, check, job, schedule, sensor and resource of the project."""
 
 from dagster import Definitions, multiprocess_executor
 
 from resources import BacktestSettings, PriceSourceResource, StorageResource
+from resources.models import KronosRuntime, TotoRuntime
 
-from .jobs import metrics_job, refresh_symbol_job
+from .jobs import metrics_job, refresh_prices_job, select_configs_job, tune_symbol_job
 from .metrics import dbt_metrics, dbt_resource
 from .prices import price_history
-from .sensors import price_source_sensor
-from .sweeps import baseline_sweep
+from .schedules import weekly_retune
+from .selection import selected_configs
+from .sensors import price_source_sensor, stale_config_sensor
+from .sweeps import baseline_sweep, kronos_sweep, toto_sweep
 
 
 def default_resources() -> dict:
@@ -18,6 +19,8 @@ def default_resources() -> dict:
         "prices": PriceSourceResource(),
         "storage": StorageResource(),
         "backtest": BacktestSettings(),
+        "toto": TotoRuntime(),
+        "kronos": KronosRuntime(),
         "dbt": dbt_resource(),
     }
 
@@ -29,9 +32,10 @@ executor = multiprocess_executor.configured(
 )
 
 defs = Definitions(
-    assets=[price_history, baseline_sweep, dbt_metrics],
-    jobs=[refresh_symbol_job, metrics_job],
-    sensors=[price_source_sensor],
+    assets=[price_history, baseline_sweep, toto_sweep, kronos_sweep, dbt_metrics, selected_configs],
+    jobs=[refresh_prices_job, tune_symbol_job, metrics_job, select_configs_job],
+    schedules=[weekly_retune],
+    sensors=[price_source_sensor, stale_config_sensor],
     resources=default_resources(),
     executor=executor,
 )

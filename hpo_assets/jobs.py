@@ -1,21 +1,32 @@
-"""Jobs: refresh one symbol (prices and sweeps), then rebuild the metrics marts."""
-
-from __future__ import annotations
+"""Jobs: refresh prices, tune one symbol, rebuild the marts, write one symbol's selected configs."""
 
 from dagster import AssetSelection, define_asset_job
 
 from .metrics import dbt_metrics
 from .prices import price_history
-from .sweeps import baseline_sweep
+from .selection import selected_configs
+from .sweeps import baseline_sweep, kronos_sweep, toto_sweep
 
-refresh_symbol_job = define_asset_job(
-    "refresh_symbol",
-    selection=AssetSelection.assets(price_history, baseline_sweep),
-    description="Load, check and store one symbol's prices, then run its sweeps.",
+refresh_prices_job = define_asset_job(
+    "refresh_prices",
+    selection=AssetSelection.assets(price_history),
+    description="Load, check and store one symbol's prices (what the price-source sensor requests).",
+)
+
+tune_symbol_job = define_asset_job(
+    "tune_symbol",
+    selection=AssetSelection.assets(price_history, baseline_sweep, toto_sweep, kronos_sweep),
+    description="Refresh one symbol's prices, then run its baseline, Toto and Kronos sweeps.",
 )
 
 metrics_job = define_asset_job(
     "build_metrics",
     selection=AssetSelection.assets(dbt_metrics),
-    description="dbt build of the staging views and leaderboard marts over every stored trial.",
+    description="dbt build of the staging views and marts over every stored trial.",
+)
+
+select_configs_job = define_asset_job(
+    "select_configs",
+    selection=AssetSelection.assets(selected_configs),
+    description="Write hyperparams/{toto,kronos,best}/SYM.json from the marts for one symbol.",
 )

@@ -5,11 +5,13 @@ from __future__ import annotations
 import base64
 import io
 
+import matplotlib
 import pandas as pd
 from dagster import DagsterInstance, DynamicPartitionsDefinition, MetadataValue
 
 from forecast_core.data import validate_symbol
 
+matplotlib.use("Agg")  # plots are rendered to PNG for asset metadata; no display here
 symbols_partitions = DynamicPartitionsDefinition(name="symbols")
 
 
@@ -27,12 +29,20 @@ def md_table(frame: pd.DataFrame, digits: int = 3) -> MetadataValue:
     return MetadataValue.md(frame.round(digits).to_markdown(index=False) if not frame.empty else "_no rows_")
 
 
+def plot_png(fig, title: str) -> MetadataValue:
+    """A matplotlib figure as an inline PNG in Markdown metadata (closes the figure)."""
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight")
+    plt.close(fig)
+    encoded = base64.b64encode(buffer.getvalue()).decode()
+    return MetadataValue.md(f"![{title}](data:image/png;base64,{encoded})")
+
+
 def plot_forecasts(history: pd.DataFrame, actual: pd.DataFrame, forecasts: dict[str, pd.DataFrame],
                    title: str) -> MetadataValue:
     """Context tail, actuals and each forecast (with its 10-90% band when present) as an inline PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(9, 4), dpi=90)
@@ -45,8 +55,4 @@ def plot_forecasts(history: pd.DataFrame, actual: pd.DataFrame, forecasts: dict[
     ax.set_title(title)
     ax.legend(fontsize=8, loc="upper left")
     fig.autofmt_xdate()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", bbox_inches="tight")
-    plt.close(fig)
-    encoded = base64.b64encode(buffer.getvalue()).decode()
-    return MetadataValue.md(f"![{title}](data:image/png;base64,{encoded})")
+    return plot_png(fig, title)

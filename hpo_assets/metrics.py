@@ -5,8 +5,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from dagster import AssetExecutionContext
-from dagster_dbt import DbtCliResource, DbtProject, dbt_assets
+from dagster import AssetExecutionContext, AutomationCondition
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
 from resources import StorageResource
 
@@ -34,7 +34,15 @@ if _manifest_is_stale(dbt_project):  # parse once per change of the dbt project,
     dbt_resource().cli(["parse", "--quiet"], target_path=dbt_project.target_path).wait()
 
 
-@dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, pool="metrics_duckdb")
+class EagerTranslator(DagsterDbtTranslator):
+    """Rebuild the marts whenever a sweep partition lands (once no sweep is still running)."""
+
+    def get_automation_condition(self, dbt_resource_props):
+        return AutomationCondition.eager()
+
+
+@dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, pool="metrics_duckdb",
+            dagster_dbt_translator=EagerTranslator())
 def dbt_metrics(context: AssetExecutionContext, dbt: DbtCliResource, storage: StorageResource):
     """``dbt build`` (models + schema tests) over the stored trials; one DuckDB writer at a time."""
     os.environ.update(storage.dbt_env())  # profiles.yml and read_trials read these (step process only)

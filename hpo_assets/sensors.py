@@ -1,18 +1,25 @@
-"""Sensors: new symbols in the price source become partitions, changed data triggers a refresh."""
+"""Sensors: new symbols and bars in the price source, and configs gone stale."""
 
 import json
+from pathlib import Path
 
 from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, SkipReason, sensor
 
-from resources import PriceSourceResource
+from forecast_core.checkpoints import checkpoint_revision, resolve_checkpoint
+from forecast_core.configs import retune_reason
+from forecast_core.store import StoreError
+from resources import PriceSourceResource, StorageResource
+from resources.models import KronosRuntime, TotoRuntime
 
-from .jobs import refresh_symbol_job
+from .jobs import refresh_prices_job, tune_symbol_job
 from .lib import symbols_partitions
 
+RETUNE_AFTER_BARS = 20  # about a trading month of daily bars
 
-@sensor(job=refresh_symbol_job, minimum_interval_seconds=300, default_status=DefaultSensorStatus.STOPPED)
+
+@sensor(job=refresh_prices_job, minimum_interval_seconds=300, default_status=DefaultSensorStatus.STOPPED)
 def price_source_sensor(context: SensorEvaluationContext, prices: PriceSourceResource):
-    """Add a partition per new symbol and request a refresh when a symbol's source fingerprint changes.
+    """Add a partition per new symbol and request a price refresh when a symbol's source changes.
 
     The cursor holds the last fingerprint seen per symbol, so an unchanged source requests nothing.
     """
@@ -30,3 +37,33 @@ def price_source_sensor(context: SensorEvaluationContext, prices: PriceSourceRes
         dynamic_partitions_requests=[symbols_partitions.build_add_request(new_symbols)] if new_symbols else [],
         cursor=json.dumps(current, sort_keys=True),
     )
+
+
+def _revision(source: str, revision: str) -> str:
+    return checkpoint_revision(resolve_checkpoint(source, revision or None))
+
+
+@sensor(job=tune_symbol_job, minimum_interval_seconds=600, default_status=DefaultSensorStatus.STOPPED)
+def stale_config_sensor(context: SensorEvaluationContext, storage: StorageResource, toto: TotoRuntime,
+                        kronos: KronosRuntime):
+    """Request a re-tune of each symbol whose configs are missing, from other weights, or whose
+    stored prices advanced by RETUNE_AFTER_BARS bars since selection. Run keys (symbol, data version,
+    revisions) make repeated evaluations idempotent while a tune is pending."""
+    store = storage.storage()
+    revisions = {"toto": _revision(toto.source, toto.revision),
+                 "kronos": _revision(kronos.source, kronos.revision) + "+" +
+                 _revision(kronos.tokenizer_source, kronos.tokenizer_revision)}
+    requests = []
+    for symbol in sorted(context.instance.get_dynamic_partitions(symbols_partitions.name)):
+        try:
+            prices = store.read_prices(symbol)
+        except StoreError:
+            continue  # prices not materialised yet: price_source_sensor / a tune run will do it
+        reason = retune_reason(Path(storage.hyperparams_dir), symbol, list(prices["timestamp"]), revisions,
+                               RETUNE_AFTER_BARS)
+        if reason:
+            context.log.info(f"{symbol}: {reason}")
+            last = prices["timestamp"].iloc[-1].date()
+            requests.append(RunRequest(run_key=f"{symbol}:{last}:{revisions['toto']}:{revisions['kronos']}",
+                                       partition_key=symbol, tags={"retune_reason": reason[:200]}))
+    return requests or SkipReason("every symbol's configs are current")

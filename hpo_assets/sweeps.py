@@ -1,14 +1,31 @@
 """Per-symbol sweeps: score configs on the validation and test windows and store every trial."""
 
-import numpy as np
-from dagster import AssetExecutionContext, MaterializeResult, asset
+from dataclasses import asdict, dataclass
 
-from forecast_core.backtest import Trial, draw, last_window_forecast
-from forecast_core.forecasters import BASELINES
-from forecast_core.store import trial_context
-from forecast_core.sweep import run_sweep, summarize
-from forecast_core.windows import TEST, build_windows
+import numpy as np
+import pandas as pd
+from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
+from pydantic import Field
+
+from forecast_core.backtest import Trial, last_window_forecast
+from forecast_core.forecasters import BASELINES, Forecaster
+from forecast_core.search import (
+    KRONOS_AGGREGATIONS,
+    KRONOS_DEFAULT,
+    KRONOS_PRESETS,
+    KRONOS_SAMPLE_COUNTS,
+    TOTO_AGGREGATIONS,
+    TOTO_SAMPLE_COUNTS,
+    kronos_config,
+    search_seed,
+    toto_grid,
+)
+from forecast_core.store import Storage, TrialContext, trial_context
+from forecast_core.sweep import DrawPlan, SingleDraw, SweepResult, run_sweep, summarize
+from forecast_core.tuning import kronos_plans, kronos_search, toto_plans, with_config
+from forecast_core.windows import TEST, Windows, build_windows
 from resources import BacktestSettings, StorageResource
+from resources.models import KronosRuntime, TotoRuntime
 
 from .lib import md_table, plot_forecasts, symbols_partitions
 from .prices import price_history
@@ -18,32 +35,143 @@ BASELINE_TRIALS = {
     "seasonal_naive": Trial("seasonal_naive", {"period": BASELINES["seasonal_naive"].period}),
     "drift": Trial("drift"),
 }
+ACCELERATOR_POOL = "accelerator"
+
+
+@dataclass
+class SymbolSweep:
+    """What every sweep asset needs for one partition: prices, windows, trial identity, storage."""
+
+    store: Storage
+    prices: pd.DataFrame
+    windows: Windows
+    ctx: TrialContext
+
+    @classmethod
+    def load(cls, context: AssetExecutionContext, storage: StorageResource, backtest: BacktestSettings,
+             model_revision: str = "") -> "SymbolSweep":
+        symbol = context.partition_key
+        store = storage.storage()
+        prices = store.read_prices(symbol)
+        spec = backtest.spec()
+        windows = build_windows(prices, spec, symbol, backtest.base_seed)
+        ctx = trial_context(symbol, prices, spec, model_revision=model_revision, base_seed=backtest.base_seed,
+                            run_id=context.run.run_id)
+        return cls(store, prices, windows, ctx)
+
+    def run(self, context: AssetExecutionContext, sweep: str, plans: list[DrawPlan]) -> SweepResult:
+        context.log.info(f"{self.ctx.symbol}: {sum(len(g) for p in plans for g in p.trials)} trials in "
+                         f"{len(plans)} draws over {len(self.windows)} windows (data {self.ctx.data_version})")
+        return run_sweep(self.store, sweep, self.ctx, self.windows, plans, progress=context.log.info)
+
+    def summary(self, sweep: str, trials: list[Trial]) -> pd.DataFrame:
+        rows = self.store.read_trials(sweep, self.ctx.symbol)
+        return summarize(rows[rows["trial_key"].isin([self.ctx.key(t) for t in trials])])
+
+    def last_test_window(self) -> Windows:
+        return self.windows.select(np.flatnonzero(self.windows.splits == TEST)[-1:])
+
+    def plot(self, forecasters: dict[str, tuple[Forecaster, Trial]], title: str) -> MetadataValue:
+        """Forecast (with 10-90% band) vs actual on the last test window, one line per config."""
+        last = self.last_test_window()
+        forecasts = {}
+        for label, (forecaster, trial) in forecasters.items():
+            paths = forecaster.sample_paths(last.batch, trial.num_samples)
+            forecasts[label] = last_window_forecast(last, paths, trial)
+        origin = int(last.origins[0])
+        history = self.prices.iloc[max(0, origin - 3 * self.windows.spec.horizon): origin]
+        return plot_forecasts(history, next(iter(forecasts.values())), forecasts, f"{self.ctx.symbol}: {title}")
+
+    def metadata(self, result: SweepResult, summary: pd.DataFrame) -> dict:
+        return {
+            "leaderboard": md_table(summary.head(25)),
+            "trials_computed": len(result.computed),
+            "trials_skipped": len(result.skipped),
+            "draw_seconds": round(result.seconds, 3),
+            "windows": {"val": int((self.windows.splits != TEST).sum()), "test": int((self.windows.splits == TEST).sum())},
+            "data_version": self.ctx.data_version,
+            "model_revision": self.ctx.model_revision,
+        }
+
+
+def _best(summary: pd.DataFrame, trials: list[Trial]) -> Trial:
+    by_name = {t.name: t for t in trials}
+    return by_name[summary.iloc[0]["config_name"]]
 
 
 @asset(partitions_def=symbols_partitions, deps=[price_history], group_name="sweeps", kinds={"parquet"})
 def baseline_sweep(context: AssetExecutionContext, storage: StorageResource, backtest: BacktestSettings):
     """Persistence, seasonal-naive and drift on the same windows the models are scored on."""
-    symbol = context.partition_key
-    store = storage.storage()
-    prices = store.read_prices(symbol)
-    spec = backtest.spec()
-    windows = build_windows(prices, spec, symbol, backtest.base_seed)
-    ctx = trial_context(symbol, prices, spec, base_seed=backtest.base_seed, run_id=context.run_id)
-    groups = [(BASELINES[name], [trial]) for name, trial in BASELINE_TRIALS.items()]
-    result = run_sweep(store, "baseline", ctx, windows, groups, progress=context.log.info)
-    rows = store.read_trials("baseline", symbol)
-    summary = summarize(rows[rows["trial_key"].isin([ctx.key(t) for t in BASELINE_TRIALS.values()])])
+    sweep = SymbolSweep.load(context, storage, backtest)
+    plans = [SingleDraw(BASELINES[name], [trial]) for name, trial in BASELINE_TRIALS.items()]
+    result = sweep.run(context, "baseline", plans)
+    summary = sweep.summary("baseline", list(BASELINE_TRIALS.values()))
+    plot = sweep.plot({name: (BASELINES[name], trial) for name, trial in BASELINE_TRIALS.items()},
+                      "baselines, last test window")
+    return MaterializeResult(metadata={**sweep.metadata(result, summary), "last_test_window": plot})
 
-    last = windows.select(np.flatnonzero(windows.splits == TEST)[-1:])
-    forecasts = {name: last_window_forecast(last, draw(BASELINES[name], last, 1), trial)
-                 for name, trial in BASELINE_TRIALS.items()}
-    history = prices.iloc[int(last.origins[0]) - 3 * spec.horizon : int(last.origins[0])]
-    actual = next(iter(forecasts.values()))
-    return MaterializeResult(metadata={
-        "leaderboard": md_table(summary),
-        "trials_computed": len(result.computed),
-        "trials_skipped": len(result.skipped),
-        "windows": {"val": int((windows.splits != TEST).sum()), "test": int((windows.splits == TEST).sum())},
-        "data_version": ctx.data_version,
-        "last_test_window": plot_forecasts(history, actual, forecasts, f"{symbol}: baselines, last test window"),
-    })
+
+class TotoSweepConfig(Config):
+    sample_counts: list[int] = Field(default=list(TOTO_SAMPLE_COUNTS), description="num_samples grid")
+    aggregations: list[str] = Field(default=list(TOTO_AGGREGATIONS), description="aggregation grid")
+
+
+@asset(partitions_def=symbols_partitions, deps=[price_history], group_name="sweeps", kinds={"pytorch", "parquet"},
+       pool=ACCELERATOR_POOL)
+def toto_sweep(context: AssetExecutionContext, config: TotoSweepConfig, toto: TotoRuntime,
+               storage: StorageResource, backtest: BacktestSettings):
+    """Toto's num_samples x aggregation grid (plus default and guide presets), scored from one draw."""
+    sweep = SymbolSweep.load(context, storage, backtest, toto.model_revision)
+    trials = toto_grid(config.sample_counts, config.aggregations)
+    result = sweep.run(context, "toto", toto_plans(toto.forecaster, trials))
+    summary = sweep.summary("toto", trials)
+    plot = sweep.plot({"toto best (val)": (toto.forecaster, _best(summary, trials))}, "Toto, last test window")
+    meta = sweep.metadata(result, summary)
+    if toto.forecaster.last_run and toto.forecaster.last_run.reductions:
+        meta["chunk_size_reductions"] = "; ".join(toto.forecaster.last_run.reductions)
+    return MaterializeResult(metadata={**meta, "last_test_window": plot})
+
+
+class KronosSweepConfig(Config):
+    presets: list[str] = Field(default=list(KRONOS_PRESETS), description="users' guide presets to score")
+    sample_counts: list[int] = Field(default=list(KRONOS_SAMPLE_COUNTS), description="sample_count prefixes")
+    aggregations: list[str] = Field(default=list(KRONOS_AGGREGATIONS))
+    search_budget: int = Field(default=24, description="TPE proposals scored on the cheap rung (0 = presets only)")
+    search_sample_count: int = Field(default=64, description="samples per proposal on the cheap rung")
+    rung_windows: int = Field(default=2, description="validation windows of the cheap rung")
+    keep_fraction: float = Field(default=1 / 3, description="share of proposals promoted to all windows")
+    max_sample_count: int = Field(default=0, description="cap on every config's sample_count, e.g. for CPU "
+                                  "demos (0 = none); stored configs carry the capped count they were scored with")
+
+
+@asset(partitions_def=symbols_partitions, deps=[price_history], group_name="sweeps", kinds={"pytorch", "parquet"},
+       pool=ACCELERATOR_POOL)
+def kronos_sweep(context: AssetExecutionContext, config: KronosSweepConfig, kronos: KronosRuntime,
+                 storage: StorageResource, backtest: BacktestSettings):
+    """Kronos: upstream default + guide presets, then TPE proposals promoted by successive halving."""
+    unknown = sorted(set(config.presets) - set(KRONOS_PRESETS))
+    if unknown:
+        raise ValueError(f"unknown Kronos presets {unknown}; known: {sorted(KRONOS_PRESETS)}")
+    sweep = SymbolSweep.load(context, storage, backtest, kronos.model_revision)
+    forecaster = kronos.forecaster
+    cap = config.max_sample_count or None
+    configs = [KRONOS_DEFAULT, *(KRONOS_PRESETS[p] for p in config.presets)]
+    trace = []
+    if config.search_budget > 0:
+        seed = search_seed(sweep.ctx.symbol, sweep.ctx.data_version, sweep.ctx.base_seed)
+        promoted, trace = kronos_search(forecaster, sweep.windows, config.search_budget,
+                                        min(config.search_sample_count, cap or config.search_sample_count),
+                                        config.aggregations, config.rung_windows, config.keep_fraction, seed)
+        configs += promoted
+        context.log.info(f"TPE: {len(trace)} proposals on {config.rung_windows} validation windows, "
+                         f"{len(promoted)} promoted to every window")
+    plans = kronos_plans(forecaster, configs, config.sample_counts, config.aggregations, cap)
+    trials = [t for plan in plans for group in plan.trials for t in group]
+    result = sweep.run(context, "kronos", plans)
+    summary = sweep.summary("kronos", trials)
+    best = _best(summary, trials)
+    plot = sweep.plot({"kronos best (val)": (with_config(forecaster, kronos_config(best)), best)},
+                      "Kronos, last test window")
+    search = pd.DataFrame([{**asdict(c), "rung_val_mae_pct": s} for c, s in trace])
+    return MaterializeResult(metadata={**sweep.metadata(result, summary), "search_trace": md_table(search),
+                                       "last_test_window": plot})

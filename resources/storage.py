@@ -14,10 +14,16 @@ def default_storage_dir() -> str:
     return os.environ.get("HPO_STORAGE_DIR") or os.path.join(os.getcwd(), "storage")
 
 
+def default_hyperparams_dir() -> str:
+    return os.environ.get("HPO_HYPERPARAMS_DIR") or os.path.join(os.getcwd(), "hyperparams")
+
+
 class StorageResource(ConfigurableResource):
-    """Root directory of everything the pipeline stores (``HPO_STORAGE_DIR``, default ./storage)."""
+    """Where the pipeline stores data (``HPO_STORAGE_DIR``, default ./storage) and writes the
+    selected config files (``HPO_HYPERPARAMS_DIR``, default ./hyperparams)."""
 
     root: str = Field(default_factory=default_storage_dir)
+    hyperparams_dir: str = Field(default_factory=default_hyperparams_dir)
 
     @field_validator("root")
     @classmethod

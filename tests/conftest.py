@@ -44,3 +44,25 @@ TINY_BACKTEST = {"horizon": 16, "n_val": 3, "n_test": 2, "context": 64}
 
 def pytest_configure(config):
     os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+@pytest.fixture(scope="session")
+def random_checkpoints(tmp_path_factory):
+    """Small random-weight Toto and Kronos checkpoints, saved in the published layouts by our own code."""
+    import torch
+
+    from forecast_core.checkpoints import save_checkpoint
+    from forecast_core.kronos.model import Kronos, KronosConfig
+    from forecast_core.kronos.tokenizer import KronosTokenizer, TokenizerConfig
+    from forecast_core.toto.model import TotoConfig, TotoModel
+
+    root = tmp_path_factory.mktemp("checkpoints")
+    torch.manual_seed(0)
+    TotoModel(TotoConfig(patch_size=16, stride=16, embed_dim=16, num_layers=2, num_heads=2, mlp_hidden_dim=32,
+                         spacewise_every_n_layers=2, k_components=3)).save(root / "toto")
+    tokenizer = TokenizerConfig(d_in=6, d_model=16, n_heads=2, ff_dim=32, n_enc_layers=2, n_dec_layers=2,
+                                s1_bits=3, s2_bits=3)
+    save_checkpoint(KronosTokenizer(tokenizer), tokenizer.to_dict(), root / "kronos-tokenizer")
+    model = KronosConfig(s1_bits=3, s2_bits=3, n_layers=1, d_model=16, n_heads=2, ff_dim=32)
+    save_checkpoint(Kronos(model), model.to_dict(), root / "kronos")
+    return {"toto": root / "toto", "kronos": root / "kronos", "kronos_tokenizer": root / "kronos-tokenizer"}

@@ -19,20 +19,21 @@ def _hpo(*args, env):
     return subprocess.run([HPO, *args], env=env, capture_output=True, text=True, timeout=900)
 
 
-def test_demo_subset_lands_in_the_instance(tmp_path):
-    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home"), "HPO_STORAGE_DIR": str(tmp_path / "st"),
-           "TQDM_DISABLE": "1"}
-    done = _hpo("demo", "--symbols", "NVDA", "AAPL", env=env)
+def test_demo_subset_lands_in_the_instance(tmp_path, random_checkpoints):
+    env = _model_env(tmp_path, random_checkpoints)
+    done = _hpo("demo", "--symbols", "NVDA", env=env)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    assert "leaderboard" in done.stdout and "NVDA" in done.stdout and "persistence" in done.stdout
+    assert "selected configs" in done.stdout and "NVDA" in done.stdout and "persistence" in done.stdout
+    for kind in ("toto", "kronos", "best"):
+        assert [p.name for p in (tmp_path / "hp" / kind).glob("*.json")] == ["NVDA.json"]
     with duckdb.connect(str(tmp_path / "st" / "metrics.duckdb"), read_only=True) as con:
         symbols = {r[0] for r in con.execute("select distinct symbol from leaderboard").fetchall()}
-    assert symbols == {"AAPL", "NVDA"}
+    assert symbols == {"NVDA"}
 
     os.environ["DAGSTER_HOME"] = env["DAGSTER_HOME"]  # the instance the UI would open
     try:
         instance = DagsterInstance.get()
-        assert sorted(instance.get_dynamic_partitions("symbols")) == ["AAPL", "NVDA"]
+        assert instance.get_dynamic_partitions("symbols") == ["NVDA"]
         runs = instance.get_run_records()
         assert len(runs) == 3 and all(r.dagster_run.status == DagsterRunStatus.SUCCESS for r in runs)
     finally:
@@ -45,3 +46,36 @@ def test_bad_symbol_is_rejected_before_anything_runs(tmp_path):
         done = _hpo("add-symbols", bad, env=env)
         assert done.returncode == 2 and "invalid symbol" in done.stderr
     assert not (tmp_path / "st").exists()
+
+
+def _model_env(tmp_path, random_checkpoints, **extra):
+    return {**os.environ, "DAGSTER_HOME": str(tmp_path / "home"), "HPO_STORAGE_DIR": str(tmp_path / "st"),
+            "HPO_HYPERPARAMS_DIR": str(tmp_path / "hp"), "HPO_TOTO_SOURCE": str(random_checkpoints["toto"]),
+            "HPO_KRONOS_SOURCE": str(random_checkpoints["kronos"]),
+            "HPO_KRONOS_TOKENIZER_SOURCE": str(random_checkpoints["kronos_tokenizer"]), "TQDM_DISABLE": "1", **extra}
+
+
+def test_compare_honours_and_echoes_env_overrides(tmp_path, random_checkpoints):
+    env = _model_env(tmp_path, random_checkpoints, TOTO_NUM_SAMPLES="512", TOTO_AGGREGATE="trimmed_mean_10",
+                     KRONOS_TEMPERATURE="0.5", KRONOS_SAMPLE_COUNT="4", KRONOS_MAX_CONTEXT="128")
+    done = _hpo("compare", "--symbol", "NVDA", "--forecast-horizon", "16", env=env)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    out = done.stdout
+    assert "TOTO_NUM_SAMPLES=512" in out and "KRONOS_TEMPERATURE=0.5" in out
+    assert "toto[aggregate=trimmed_mean_10,num_samples=512]" in out
+    assert "max_context=128" in out and "sample_count=4" in out and "temperature=0.5" in out
+    assert "persistence" in out and "test_vs_persistence" in out
+    trials = list((tmp_path / "st" / "trials").rglob("*.parquet"))  # the same store the assets write
+    assert {p.parent.parent.name for p in trials} == {"sweep=baseline", "sweep=toto", "sweep=kronos"}
+
+
+def test_compare_rejects_bad_overrides_and_missing_stored_configs(tmp_path, random_checkpoints):
+    bad = _hpo("compare", "--symbol", "NVDA", env=_model_env(tmp_path, random_checkpoints, TOTO_NUM_SAMPLES="lots",
+                                                            KRONOS_TOP_P="1.5"))
+    assert bad.returncode != 0
+    assert "TOTO_NUM_SAMPLES='lots'" in bad.stderr and "KRONOS_TOP_P='1.5'" in bad.stderr
+    missing = _hpo("compare", "--stocks", "NVDA", "AAPL", "--use-stored-hyperparams",
+                   env=_model_env(tmp_path, random_checkpoints))
+    assert missing.returncode == 1
+    assert "hp/toto/NVDA.json: no such config file" in missing.stderr
+    assert "hp/toto/AAPL.json: no such config file" in missing.stderr

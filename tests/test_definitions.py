@@ -9,10 +9,17 @@ from hpo_assets.definitions import defs
 EXPECTED_GRAPH = {
     "price_history": set(),
     "baseline_sweep": {"price_history"},
-    "stg_trials": {"baseline_sweep"},
+    "toto_sweep": {"price_history"},
+    "kronos_sweep": {"price_history"},
+    "stg_trials": {"baseline_sweep", "toto_sweep", "kronos_sweep"},
     "leaderboard": {"stg_trials"},
+    "best_configs": {"leaderboard", "stg_trials"},
+    "test_report": {"best_configs", "stg_trials"},
+    "model_choice": {"best_configs", "leaderboard"},
+    "pareto_front": {"leaderboard"},
+    "selected_configs": {"best_configs", "test_report", "model_choice"},
 }
-PARTITIONED = {"price_history", "baseline_sweep"}
+PARTITIONED = {"price_history", "baseline_sweep", "toto_sweep", "kronos_sweep", "selected_configs"}
 
 
 def test_asset_graph_snapshot():
@@ -30,6 +37,14 @@ def test_price_checks_and_jobs_are_defined():
     checks = {k.name for k in graph.asset_check_keys if k.asset_key == AssetKey("price_history")}
     assert checks == {"sorted_unique_timestamps", "no_missing_prices", "positive_prices", "high_low_consistent",
                       "enough_bars", "no_large_gaps", "no_suspected_splits"}
-    assert defs.resolve_job_def("refresh_symbol") is not None
-    assert defs.resolve_job_def("build_metrics") is not None
-    assert defs.resolve_sensor_def("price_source_sensor") is not None
+    for job in ("refresh_prices", "tune_symbol", "build_metrics", "select_configs"):
+        assert defs.resolve_job_def(job) is not None
+    for sensor in ("price_source_sensor", "stale_config_sensor"):
+        assert defs.resolve_sensor_def(sensor) is not None
+    assert defs.resolve_schedule_def("weekly_retune").cron_schedule == "0 2 * * 0"
+
+
+def test_accelerator_work_runs_in_its_pool():
+    graph = defs.resolve_asset_graph()
+    pools = {name: graph.get(AssetKey(name)).pools for name in ("toto_sweep", "kronos_sweep")}
+    assert all(p == {"accelerator"} for p in pools.values()), pools

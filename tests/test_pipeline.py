@@ -25,10 +25,10 @@ DAGSTER = str(Path(sys.executable).parent / "dagster")
 
 
 def _run_partition_in_subprocess(symbol: str, run_config: Path, env: dict) -> subprocess.Popen:
-    """`dagster job execute` uses the job's multiprocess executor: one process per step."""
+    """`dagster asset materialize` runs with the code location's multiprocess executor (a process per step)."""
     return subprocess.Popen(
-        [DAGSTER, "job", "execute", "-m", "hpo_assets.definitions", "-d", str(REPO), "-j", "refresh_symbol",
-         "--tags", json.dumps({"dagster/partition": symbol}), "-c", str(run_config)],
+        [DAGSTER, "asset", "materialize", "-m", "hpo_assets.definitions", "-d", str(REPO),
+         "--select", "price_history,baseline_sweep", "--partition", symbol, "-c", str(run_config)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
 

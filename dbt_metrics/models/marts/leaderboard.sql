@@ -8,6 +8,7 @@ with by_config as (
         config_hash,
         any_value(config_json) as config_json,
         any_value(sweep) as sweep,
+        bool_or(is_default) as is_default,
         avg(mae_pct) filter (where split = 'val') as val_mae_pct,
         avg(mae_pct) filter (where split = 'test') as test_mae_pct,
         avg(mase) filter (where split = 'val') as val_mase,

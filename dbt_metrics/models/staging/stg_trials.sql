@@ -1,9 +1,16 @@
 -- depends_on: {{ source('trials', 'baseline') }}
+-- depends_on: {{ source('trials', 'toto') }}
+-- depends_on: {{ source('trials', 'kronos') }}
 -- One row per (symbol, model, config, window) of each symbol's current evaluation: the data
--- version and window layout of the most recently written trial. Rows of older data versions
--- (before new bars arrived) stay in the Parquet files but do not mix into the marts.
+-- version and window layout of the most recently written trial, and per model the most recently
+-- used weights revision. Older rows (before new bars arrived, other weights) stay in the Parquet
+-- files but do not mix into the marts.
 with all_trials as (
     {{ read_trials('baseline') }}
+    union all by name
+    {{ read_trials('toto') }}
+    union all by name
+    {{ read_trials('kronos') }}
 ),
 
 keyed as (
@@ -18,6 +25,19 @@ current_evaluation as (
     select symbol, arg_max(evaluation_key, written_at) as evaluation_key
     from keyed
     group by symbol
+),
+
+in_evaluation as (
+    select k.*
+    from keyed as k
+    inner join current_evaluation as c
+        on k.symbol = c.symbol and k.evaluation_key = c.evaluation_key
+),
+
+current_revision as (
+    select symbol, model, arg_max(model_revision, written_at) as model_revision
+    from in_evaluation
+    group by symbol, model
 )
 
 select
@@ -37,7 +57,9 @@ select
     k.crps_pct,
     k.coverage_10_90,
     k.seconds,
+    k.draw_seconds,
     k.drawn_samples,
+    coalesce(k.is_default, false) as is_default,
     k.sweep,
     k.data_version,
     k.data_end,
@@ -50,6 +72,6 @@ select
     k.code_version,
     k.run_id,
     k.written_at
-from keyed as k
-inner join current_evaluation as c
-    on k.symbol = c.symbol and k.evaluation_key = c.evaluation_key
+from in_evaluation as k
+inner join current_revision as r
+    on k.symbol = r.symbol and k.model = r.model and k.model_revision = r.model_revision

@@ -1,0 +1,101 @@
+"""The config files users read: ``hyperparams/{toto,kronos,best}/SYMBOL.json`` (brief §7).
+
+Writes are atomic. A file that fails validation (corrupt, hand-edited) is never silently
+overwritten: it is moved aside as ``SYMBOL.json.invalid-<UTC time>`` first, and the new one written.
+Readers validate against the JSON schemas in ``schemas/`` and name the file and the field.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+import jsonschema
+
+from .data import validate_symbol
+from .files import atomic_write_text
+
+MODELS = ("toto", "kronos")
+
+
+class ConfigFileError(ValueError):
+    """A config file that is missing, not JSON, or does not match its schema."""
+
+
+@lru_cache(maxsize=2)
+def _schema(kind: str) -> dict:
+    name = "best.schema.json" if kind == "best" else "hyperparams.schema.json"
+    return json.loads((resources.files("forecast_core") / "schemas" / name).read_text())
+
+
+def config_path(root: Path, kind: str, symbol: str) -> Path:
+    if kind not in (*MODELS, "best"):
+        raise ValueError(f"config kind must be one of {(*MODELS, 'best')}, got {kind!r}")
+    return Path(root) / kind / f"{validate_symbol(symbol)}.json"
+
+
+def validate_document(document: dict, kind: str, source: str) -> dict:
+    """Check a document against its schema; the error names the source and the field path."""
+    validator = jsonschema.Draft202012Validator(_schema(kind))
+    errors = sorted(validator.iter_errors(document), key=lambda e: list(e.absolute_path))
+    if errors:
+        first = errors[0]
+        field = ".".join(str(p) for p in first.absolute_path) or "(top level)"
+        more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+        raise ConfigFileError(f"{source}: field {field!r}: {first.message}{more}")
+    return document
+
+
+def read_config(path: Path, kind: str) -> dict:
+    path = Path(path)
+    try:
+        document = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigFileError(f"{path}: no such config file; run the selected_configs asset (or `hpo tune`)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigFileError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(document, dict):
+        raise ConfigFileError(f"{path}: expected a JSON object at the top level")
+    return validate_document(document, kind, str(path))
+
+
+def write_config(root: Path, kind: str, symbol: str, document: dict) -> tuple[Path, Path | None]:
+    """Validate and atomically write; returns (path, where an invalid previous file was moved or None)."""
+    path = config_path(root, kind, symbol)
+    validate_document(document, kind, f"new {kind} config for {symbol}")
+    set_aside = None
+    if path.exists():
+        try:
+            read_config(path, kind)
+        except ConfigFileError:
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+            set_aside = path.with_name(f"{path.name}.invalid-{stamp}")
+            path.replace(set_aside)
+    atomic_write_text(path, json.dumps(document, indent=2, sort_keys=False) + "\n")
+    return path, set_aside
+
+
+def retune_reason(root: Path, symbol: str, prices_end: list, revisions: dict[str, str], min_new_bars: int) -> str | None:
+    """Why ``symbol`` needs a re-tune, or None when its stored configs are current.
+
+    ``prices_end``: timestamps of the stored bars; ``revisions``: the weights revision each model
+    runtime would use now. Stale when a config is missing or unreadable, was selected for other
+    weights, or at least ``min_new_bars`` bars have arrived since its data ended.
+    """
+    for model in MODELS:
+        path = config_path(root, model, symbol)
+        try:
+            document = read_config(path, model)
+        except ConfigFileError as exc:
+            return f"{model} config unusable: {exc}"
+        stored = document["metadata"]["model_revision"]
+        if model in revisions and stored != revisions[model]:
+            return f"{model} config was selected for weights {stored}, runtime now has {revisions[model]}"
+        data_end = datetime.fromisoformat(document["metadata"]["data_end"]).date()
+        new_bars = sum(1 for t in prices_end if t.date() > data_end)
+        if new_bars >= min_new_bars:
+            return f"{new_bars} new bars since the {model} config was selected on data ending {data_end}"
+    return None

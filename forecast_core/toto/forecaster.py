@@ -1,0 +1,187 @@
+"""Toto as a :class:`~forecast_core.forecasters.Forecaster`, built for tuning.
+
+API::
+
+    model = load_toto(source=DEFAULT_TINY_DIR, revision=None, device="cpu", dtype=torch.float32)
+    toto = TotoForecaster(model, samples_per_batch=512, context_length=None)
+    paths = toto.sample_paths(batch, num_samples)          # [windows, samples, horizon] closes
+    grid = toto.sample_grid(batch, [256, 1024], ["mean", "median"])  # paths once, every point forecast
+    mean = toto.mean_paths(batch)                           # [windows, 1, horizon], no sampling
+    toto.last_run                                           # RunInfo: chunk size actually used
+
+How: each window's context (its close, univariate) is encoded once; every sample path shares
+that cache. The first future patch needs no further network pass (its mixture comes from the
+last context position); later patches decode one patch per path in chunks of
+``samples_per_batch``. Draws come from per-block ``torch.Generator`` streams keyed by the
+window seed (see :mod:`.sampling`), so paths do not depend on ``samples_per_batch`` or on how
+windows are batched, and fewer samples give a prefix of more.
+
+``num_samples`` is never changed: if a chunk runs out of memory the chunk is halved (results are
+unchanged) and ``last_run`` records it; at chunk size 1 the error is raised.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from forecast_core.aggregate import aggregate, parse_aggregation
+from forecast_core.forecasters import ContextBatch
+
+from . import sampling
+from .model import MIN_ROWS, Encoded, Mixture, Rows, TotoModel
+
+DEFAULT_TINY_DIR = Path(__file__).resolve().parents[1] / "weights" / "toto-tiny"
+TOTO_BASE_REPO = "Datadog/Toto-Open-Base-1.0"
+
+
+def load_toto(source: str | Path = DEFAULT_TINY_DIR, revision: str | None = None, device: str = "cpu",
+              dtype: torch.dtype = torch.float32) -> TotoModel:
+    """Load a Toto checkpoint: a local directory, or a Hugging Face repo id at ``revision``."""
+    return TotoModel.from_checkpoint(source, revision, device=device, dtype=dtype)
+
+
+@dataclass
+class RunInfo:
+    """What the last call really did; log it next to results."""
+
+    samples_per_batch: int
+    used_samples_per_batch: int
+    reductions: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class GridForecast:
+    """All paths of the largest count, and the point forecast of every (count, aggregation)."""
+
+    paths: np.ndarray  # [windows, max(sample_counts), horizon]
+    points: dict  # (num_samples, aggregation name) -> [windows, horizon]
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, MemoryError) or "out of memory" in text or "can't allocate memory" in text
+
+
+class TotoForecaster:
+    def __init__(self, model: TotoModel, samples_per_batch: int = 512, context_length: int | None = None,
+                 name: str = "toto"):
+        patch = model.config.patch_size
+        if samples_per_batch < 1:
+            raise ValueError(f"samples_per_batch must be >= 1, got {samples_per_batch}")
+        if context_length is not None and (context_length < patch or context_length % patch):
+            raise ValueError(
+                f"context_length {context_length} must be a positive multiple of Toto's patch size {patch}: "
+                "shorter contexts would need zero left-padding, which leaks into attention"
+            )
+        self.model = model.eval()
+        self.samples_per_batch = samples_per_batch
+        self.context_length = context_length
+        self.name = name
+        self.last_run: RunInfo | None = None
+
+    # -- public API ------------------------------------------------------------------------------
+
+    def sample_paths(self, batch: ContextBatch, num_samples: int) -> np.ndarray:
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        encoded = self.model.encode(self._context(batch))
+        patches = math.ceil(batch.horizon / self.model.config.patch_size)
+        seeds = [int(s) for s in batch.seeds]
+        out = np.empty((batch.num_windows, num_samples, patches * self.model.config.patch_size))
+        info = RunInfo(self.samples_per_batch, self.samples_per_batch)
+        self.last_run = info
+        start = 0
+        while start < num_samples:
+            stop = min(num_samples, start + info.used_samples_per_batch)
+            try:
+                out[:, start:stop] = self._sample_chunk(encoded, seeds, start, stop, patches)
+            except (MemoryError, RuntimeError) as exc:
+                if not _is_out_of_memory(exc):
+                    raise
+                if info.used_samples_per_batch == 1:
+                    raise RuntimeError(
+                        f"{self.name}: out of memory even with samples_per_batch=1 for {batch.num_windows} "
+                        f"windows; forecast fewer windows per call or use a smaller model/context"
+                    ) from exc
+                info.used_samples_per_batch //= 2
+                info.reductions.append(f"out of memory at samples {start}-{stop}: chunk lowered to "
+                                       f"{info.used_samples_per_batch} (paths unchanged)")
+                continue
+            start = stop
+        return out[:, :, : batch.horizon]
+
+    def sample_grid(self, batch: ContextBatch, sample_counts, aggregations) -> GridForecast:
+        """Sample the largest count once; every smaller count is a prefix, every aggregation a reduction."""
+        counts = sorted({int(n) for n in sample_counts})
+        if not counts or counts[0] < 1:
+            raise ValueError(f"sample_counts must be positive integers, got {list(sample_counts)}")
+        parsed = [parse_aggregation(a) for a in aggregations]
+        paths = self.sample_paths(batch, counts[-1])
+        points = {(n, a.name): aggregate(paths[:, :n], a, sample_axis=1) for n in counts for a in parsed}
+        return GridForecast(paths, points)
+
+    def mean_paths(self, batch: ContextBatch) -> np.ndarray:
+        """The mixture mean fed back autoregressively (deterministic; what upstream's mean forecast does)."""
+        encoded = self.model.encode(self._context(batch))
+        patches = math.ceil(batch.horizon / self.model.config.patch_size)
+        paths = self._rollout(encoded, batch.num_windows, 1, patches, lambda step, mix: mix.mean().double())
+        return paths[:, :, : batch.horizon]
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _context(self, batch: ContextBatch) -> torch.Tensor:
+        patch = self.model.config.patch_size
+        length = self.context_length or (batch.context_length // patch) * patch
+        if length < patch or length > batch.context_length:
+            raise ValueError(
+                f"{self.name}: needs a context of {self.context_length or f'at least {patch}'} bars "
+                f"(a multiple of the patch size {patch}), the batch has {batch.context_length}"
+            )
+        close = batch.column("close")[:, -length:]
+        if not np.isfinite(close).all():
+            raise ValueError(f"{self.name}: context close prices contain NaN or inf; clean the data first")
+        return torch.as_tensor(close, dtype=torch.float64, device=self.model.device)[:, None, :]
+
+    def _sample_chunk(self, encoded: Encoded, seeds: list[int], start: int, stop: int, patches: int):
+        shape = (1, self.model.config.patch_size)  # (variates, steps) of one patch
+
+        def draw(step: int, mixture: Mixture) -> torch.Tensor:
+            rand = sampling.stack([sampling.uniforms(s, step, start, stop, shape) for s in seeds])
+            return sampling.draw(mixture, rand)
+
+        return self._rollout(encoded, len(seeds), stop - start, patches, draw)
+
+    def _rollout(self, encoded: Encoded, windows: int, samples: int, patches: int, draw) -> np.ndarray:
+        """Generate ``patches`` patches for ``samples`` paths per window; ``draw`` gives scaled values.
+
+        Rows (window-major) are padded to ``MIN_ROWS`` so every row goes through the same BLAS
+        kernels whatever the chunk size (fewer rows select different kernels and round differently).
+        Sampling runs on the CPU in float64 whatever the model's device and dtype.
+        """
+        device = self.model.device
+        rows_needed = windows * samples
+        padded = max(rows_needed, MIN_ROWS)
+        window_of_row = torch.arange(windows, device=device).repeat_interleave(samples)
+        window_of_row = torch.cat([window_of_row, window_of_row.new_zeros(padded - rows_needed)])
+
+        def per_window(t: torch.Tensor) -> torch.Tensor:  # decoded rows -> [W, samples, ...] on the CPU
+            return t[:rows_needed].unflatten(0, (windows, samples)).cpu()
+
+        mixture = encoded.next.map(lambda t: t[:, None].cpu())  # [W, 1, V, P, K]: shared by all paths
+        loc, scale = encoded.loc[:, None, :, None].cpu(), encoded.scale[:, None, :, None].cpu()
+        rows, out = Rows.start(encoded, window_of_row), []
+        for step in range(patches):
+            prices = draw(step, mixture) * scale + loc  # [W, samples, V, P]
+            out.append(prices[:, :, 0])
+            if step + 1 == patches:
+                break
+            flat = prices.reshape(rows_needed, *prices.shape[2:])
+            flat = torch.cat([flat, flat[:1].expand(padded - rows_needed, *flat.shape[1:])]).to(device)
+            mixture, loc, scale, rows = self.model.decode(encoded, rows, flat)
+            mixture, loc, scale = mixture.map(per_window), per_window(loc)[..., None], per_window(scale)[..., None]
+        return torch.cat(out, -1).numpy()

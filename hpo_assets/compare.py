@@ -1,0 +1,82 @@
+"""`hpo compare`: persistence, Toto and Kronos configs scored side by side on one symbol's windows.
+
+The configs are each model's default, or its stored file (--use-stored-hyperparams), with the
+TOTO_*/KRONOS_* environment overrides applied on top. Trials land in the same store as the assets'.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Mapping
+
+import pandas as pd
+from dagster import build_init_resource_context
+
+from forecast_core.backtest import Trial
+from forecast_core.configs import config_path, read_config
+from forecast_core.data import validate_prices
+from forecast_core.forecasters import BASELINES
+from forecast_core.overrides import env_overrides
+from forecast_core.search import KRONOS_DEFAULT, KRONOS_DEFAULT_AGGREGATE, TOTO_DEFAULT, kronos_knobs, toto_trial
+from forecast_core.store import trial_context
+from forecast_core.sweep import SingleDraw, run_sweep, summarize
+from forecast_core.tuning import KronosDraw
+from forecast_core.windows import WindowSpec, build_windows
+from resources import BacktestSettings, PriceSourceResource, StorageResource
+from resources.models import KronosRuntime, TotoRuntime
+
+
+def _started(resource):
+    resource.setup_for_execution(build_init_resource_context())
+    return resource
+
+
+def compare_symbol(symbol: str, horizon: int, use_stored: bool, environ: Mapping[str, str]) -> pd.DataFrame:
+    overrides = env_overrides(environ)
+    print(overrides.describe())
+    storage = StorageResource()
+    store = storage.storage()
+    settings = BacktestSettings(horizon=horizon)
+    spec = WindowSpec(horizon, settings.n_val, settings.n_test, None, settings.context)
+    prices = validate_prices(PriceSourceResource().source().load(symbol), symbol, spec.min_bars)
+    store.write_prices(symbol, prices)
+    windows = build_windows(prices, spec, symbol, settings.base_seed)
+
+    toto_knobs = dict(TOTO_DEFAULT)
+    kronos_cfg = kronos_knobs(KRONOS_DEFAULT, KRONOS_DEFAULT.sample_count, KRONOS_DEFAULT_AGGREGATE)
+    if use_stored:
+        root = Path(storage.hyperparams_dir)
+        toto_knobs = {k: read_config(config_path(root, "toto", symbol), "toto")["config"][k]
+                      for k in ("num_samples", "aggregate")}
+        stored = read_config(config_path(root, "kronos", symbol), "kronos")["config"]
+        kronos_cfg = {k: stored[k] for k in kronos_cfg}
+    toto_knobs.update({k: v for k, v in overrides.toto.items() if k != "samples_per_batch"})
+    kronos_cfg.update(overrides.kronos)
+
+    toto = _started(TotoRuntime(**({"samples_per_batch": overrides.toto["samples_per_batch"]}
+                                   if "samples_per_batch" in overrides.toto else {})))
+    kronos = _started(KronosRuntime())
+    toto_t = toto_trial(toto_knobs["num_samples"], toto_knobs["aggregate"])
+    aggregate = kronos_cfg.pop("aggregate")
+    sampling = replace(KRONOS_DEFAULT, **kronos_cfg)
+    kronos_t = Trial("kronos", kronos_knobs(sampling, sampling.sample_count, aggregate), sampling.sample_count,
+                     aggregate, is_default=sampling == KRONOS_DEFAULT and aggregate == KRONOS_DEFAULT_AGGREGATE)
+    persistence = Trial("persistence")
+    for sweep, revision, plans in (
+        ("baseline", "", [SingleDraw(BASELINES["persistence"], [persistence])]),
+        ("toto", toto.model_revision, [SingleDraw(toto.forecaster, [toto_t])]),
+        ("kronos", kronos.model_revision, [KronosDraw(kronos.forecaster, [sampling], [[kronos_t]])]),
+    ):
+        ctx = trial_context(symbol, prices, spec, model_revision=revision, base_seed=settings.base_seed,
+                            run_id="cli-compare")
+        run_sweep(store, sweep, ctx, windows, plans, progress=print)
+    keys = {trial_context(symbol, prices, spec, model_revision=r, base_seed=settings.base_seed).key(t)
+            for t, r in ((persistence, ""), (toto_t, toto.model_revision), (kronos_t, kronos.model_revision))}
+    rows = store.read_trials(symbol=symbol)
+    table = summarize(rows[rows["trial_key"].isin(keys)])
+    reference = table.loc[table["model"] == "persistence", "test_mae_pct"].iloc[0]
+    table["test_vs_persistence"] = table["test_mae_pct"] / reference
+    columns = ["model", "config_name", "val_mae_pct", "test_mae_pct", "test_vs_persistence", "val_seconds"]
+    return table.loc[:, columns].rename(columns={"config_name": "config", "val_seconds": "seconds"})
+

@@ -1,0 +1,17 @@
+"""The weekly re-tune: every symbol partition, Sunday night UTC."""
+
+from dagster import DefaultScheduleStatus, RunRequest, ScheduleEvaluationContext, SkipReason, schedule
+
+from .jobs import tune_symbol_job
+from .lib import symbols_partitions
+
+
+@schedule(job=tune_symbol_job, cron_schedule="0 2 * * 0", execution_timezone="UTC",
+          default_status=DefaultScheduleStatus.STOPPED)
+def weekly_retune(context: ScheduleEvaluationContext):
+    """One tune run per symbol partition; the marts and config files follow by automation."""
+    symbols = context.instance.get_dynamic_partitions(symbols_partitions.name)
+    if not symbols:
+        return SkipReason("no symbol partitions yet: run `hpo add-symbols` or enable price_source_sensor")
+    week = context.scheduled_execution_time.strftime("%G-W%V")
+    return [RunRequest(run_key=f"{symbol}:{week}", partition_key=symbol) for symbol in sorted(symbols)]

@@ -1,0 +1,112 @@
+"""Selected configs per symbol: the dbt marts' choice written to hyperparams/{toto,kronos,best}/SYM.json."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from dagster import AssetExecutionContext, AssetKey, AutomationCondition, MaterializeResult, MetadataValue, asset
+
+from forecast_core.backtest import Trial, last_window_forecast
+from forecast_core.configs import write_config
+from forecast_core.search import kronos_config
+from forecast_core.selection import best_document, model_documents, open_marts
+from forecast_core.toto import DEFAULT_TINY_DIR
+from forecast_core.tuning import with_config
+from forecast_core.windows import TEST, build_windows
+from resources import BacktestSettings, StorageResource
+from resources.models import KronosRuntime, TotoRuntime
+
+from .lib import md_table, plot_forecasts, plot_png, symbols_partitions
+
+MARTS = [AssetKey("best_configs"), AssetKey("test_report"), AssetKey("model_choice")]
+
+
+def _model_id(source: str) -> str:
+    return "bundled:toto-tiny" if Path(source).resolve() == DEFAULT_TINY_DIR.resolve() else source
+
+
+def _error_vs_config(board: pd.DataFrame, chosen: dict[str, str], symbol: str) -> MetadataValue:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4), dpi=90)
+    for model, rows in board.groupby("model"):
+        ax.scatter(rows["seconds_per_forecast"], rows["val_mae_pct"], s=14, alpha=0.6, label=model)
+        pick = rows[rows["config_hash"] == chosen.get(model)]
+        ax.scatter(pick["seconds_per_forecast"], pick["val_mae_pct"], s=120, marker="*", edgecolor="black",
+                   label=f"{model} selected")
+    ax.set_xscale("log")
+    ax.set_xlabel("seconds per forecast (one window)")
+    ax.set_ylabel("validation MAE %")
+    ax.set_title(f"{symbol}: validation error vs cost, every config scored")
+    ax.legend(fontsize=8)
+    return plot_png(fig, f"{symbol} error vs config")
+
+
+@asset(partitions_def=symbols_partitions, deps=MARTS, group_name="selection", kinds={"json"},
+       automation_condition=AutomationCondition.eager())
+def selected_configs(context: AssetExecutionContext, storage: StorageResource, backtest: BacktestSettings,
+                     toto: TotoRuntime, kronos: KronosRuntime):
+    """Write the selected Toto and Kronos configs and the winning model for one symbol, atomically.
+
+    A previous file that fails validation is moved aside (``.invalid-<time>``), never lost.
+    """
+    symbol = context.partition_key
+    root = Path(storage.hyperparams_dir)
+    with open_marts(storage.storage().duckdb_path) as con:
+        documents = model_documents(
+            con, symbol,
+            model_ids={"toto": _model_id(toto.source), "kronos": _model_id(kronos.source)},
+            runtime_knobs={"toto": {"samples_per_batch": toto.samples_per_batch}},
+            base_seed=backtest.base_seed,
+        )
+        if not documents:
+            raise ValueError(f"{symbol}: no Toto or Kronos trials in the marts; run toto_sweep/kronos_sweep and dbt first")
+        best = best_document(con, symbol, documents)
+        board = con.execute("select model, config_hash, config_name, val_mae_pct, test_mae_pct, seconds_per_forecast "
+                            "from leaderboard where symbol = ? and model in ('toto', 'kronos')", [symbol]).df()
+    written, set_aside = {}, []
+    for kind, document in [*documents.items(), ("best", best)]:
+        if document is None:
+            continue
+        path, aside = write_config(root, kind, symbol, document)
+        written[kind] = str(path)
+        if aside:
+            set_aside.append(str(aside))
+            context.log.warning(f"{symbol}: previous {kind} config failed validation; kept it as {aside}")
+
+    store = storage.storage()
+    prices = store.read_prices(symbol)
+    windows = build_windows(prices, backtest.spec(), symbol, backtest.base_seed)
+    last = windows.select(np.flatnonzero(windows.splits == TEST)[-1:])
+    forecasts = {}
+    for model, document in documents.items():
+        config = document["config"]
+        if model == "toto":
+            trial = Trial("toto", {}, config["num_samples"], config["aggregate"])
+            paths = toto.forecaster.sample_paths(last.batch, trial.num_samples)
+        else:
+            trial = Trial("kronos", {k: v for k, v in config.items() if k not in ("name",)},
+                          config["sample_count"], config["aggregate"])
+            paths = with_config(kronos.forecaster, kronos_config(trial)).sample_paths(last.batch, trial.num_samples)
+        forecasts[f"{model}: {config['name']}"] = last_window_forecast(last, paths, trial)
+    origin = int(last.origins[0])
+    history = prices.iloc[max(0, origin - 3 * windows.spec.horizon): origin]
+    table = pd.DataFrame([{"model": m, "config": d["config"]["name"], "val_mae_pct": d["validation"]["mae_pct"],
+                           "test_mae_pct": d["test"]["mae_pct"],
+                           "persistence_test_mae_pct": d["metadata"]["baselines_on_test"]["persistence_mae_pct"],
+                           "significant_vs_default": d["metadata"]["selection"]["significant_vs_default"],
+                           "reason": d["metadata"]["selection"]["reason"]} for m, d in documents.items()])
+    return MaterializeResult(metadata={
+        "winner": best["model"] if best else "none",
+        "selected": md_table(table),
+        "files": MetadataValue.json(written),
+        "invalid_files_set_aside": MetadataValue.json(set_aside),
+        "error_vs_config": _error_vs_config(board, {m: _hash_of(board, d) for m, d in documents.items()}, symbol),
+        "forecast_fan_last_test_window": plot_forecasts(history, next(iter(forecasts.values())), forecasts,
+                                                        f"{symbol}: selected configs, last test window"),
+    })
+
+
+def _hash_of(board: pd.DataFrame, document: dict) -> str | None:
+    match = board[board["config_name"] == document["config"]["name"]]
+    return match["config_hash"].iloc[0] if len(match) else None

@@ -1,0 +1,81 @@
+"""The tuning loop on a real temp instance: sweeps -> dbt -> selected configs, resumable and honest."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from dagster import AssetKey, DagsterInstance, materialize
+
+from forecast_core.configs import read_config
+from forecast_core.files import atomic_write_parquet
+from hpo_assets.lib import register_symbols
+from hpo_assets.metrics import dbt_metrics
+from hpo_assets.prices import price_history
+from hpo_assets.selection import selected_configs
+from hpo_assets.sweeps import baseline_sweep, kronos_sweep, toto_sweep
+from tests.dagster_helpers import make_resources
+
+pytestmark = pytest.mark.slow
+SMALL_SWEEPS = {"ops": {
+    "toto_sweep": {"config": {"sample_counts": [16, 64], "aggregations": ["mean", "median", "trimmed_mean_10"]}},
+    "kronos_sweep": {"config": {"presets": ["balanced"], "sample_counts": [4], "aggregations": ["mean", "median"],
+                                "search_budget": 3, "search_sample_count": 4, "max_sample_count": 4}},
+}}
+SYMBOLS = ["AAA", "BBB"]
+
+
+def _computed(result, asset: str) -> int:
+    return result.asset_materializations_for_node(asset)[0].metadata["trials_computed"].value
+
+
+def _selected(db) -> dict:
+    import duckdb
+
+    with duckdb.connect(str(db), read_only=True) as con:
+        rows = con.execute("select symbol, model, config_hash, test_mae_pct from best_configs").fetchall()
+    return {(s, m): (h, t) for s, m, h, t in rows}
+
+
+def test_tune_select_resume_and_never_read_test(tmp_path, csv_dir, random_checkpoints):
+    instance = DagsterInstance.ephemeral()
+    register_symbols(instance, SYMBOLS)
+    resources = make_resources(tmp_path / "st", csv_dir, random_checkpoints)
+    sweeps = [price_history, baseline_sweep, toto_sweep, kronos_sweep]
+    for symbol in SYMBOLS:
+        first = materialize(sweeps, partition_key=symbol, instance=instance, resources=resources,
+                            run_config=SMALL_SWEEPS)
+        assert first.success
+        # toto: 2 counts x 3 aggregations + default + 3 guide presets; kronos: default (1 mean, 4 x 2
+        # aggregations), one preset and one TPE promotion, each 4 samples x 2 aggregations (capped)
+        assert (_computed(first, "toto_sweep"), _computed(first, "kronos_sweep")) == (10, 7)
+    assert materialize([dbt_metrics], instance=instance, resources=resources).success
+    for symbol in SYMBOLS:
+        assert materialize([selected_configs], partition_key=symbol, instance=instance, resources=resources).success
+
+    root = tmp_path / "st" / "hyperparams"
+    for symbol in SYMBOLS:
+        best = read_config(root / "best" / f"{symbol}.json", "best")
+        for model in ("toto", "kronos"):
+            document = read_config(root / model / f"{symbol}.json", model)  # validates against the schema
+            assert document["symbol"] == symbol and document["windows"]["forecast_horizon"] == 16
+            assert document["validation"]["windows"] == 3 and document["test"]["windows"] == 2
+        assert best["config_path"] == f"hyperparams/{best['model']}/{symbol}.json"
+
+    # Re-materialising skips every stored trial.
+    again = materialize(sweeps, partition_key="AAA", instance=instance, resources=resources, run_config=SMALL_SWEEPS)
+    assert again.success
+    assert [_computed(again, a) for a in ("baseline_sweep", "toto_sweep", "kronos_sweep")] == [0, 0, 0]
+
+    # Perturbing every test metric changes the test report but not a single selection.
+    db = tmp_path / "st" / "metrics.duckdb"
+    before = _selected(db)
+    for path in (tmp_path / "st" / "trials").rglob("*.parquet"):
+        rows = pd.read_parquet(path)
+        test = rows["split"] == "test"
+        rows.loc[test, "mae_pct"] = rows.loc[test, "mae_pct"] * 3.0 + 7.0
+        atomic_write_parquet(path, rows)
+    assert materialize([dbt_metrics], instance=instance, resources=resources).success
+    after = _selected(db)
+    assert {k: v[0] for k, v in after.items()} == {k: v[0] for k, v in before.items()}
+    assert all(after[k][1] == pytest.approx(before[k][1] * 3.0 + 7.0) for k in before)
+    assert instance.get_latest_materialization_event(AssetKey("best_configs")) is not None
