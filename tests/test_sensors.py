@@ -37,3 +37,78 @@ def test_new_symbols_then_nothing_then_appended_bars(tmp_path, csv_dir, dagster_
     assert [list(r.partition_keys) for r in later.dynamic_partitions_requests] == [["CCC"]]
     assert sorted(r.partition_key for r in later.run_requests) == ["AAA", "CCC"]
     assert all(r.run_key for r in later.run_requests)  # run keys dedupe repeated evaluations
+
+
+def test_weekly_schedule_requests_every_partition_once_per_week(dagster_home):
+    from datetime import datetime, timezone
+
+    from dagster import build_schedule_context
+
+    from hpo_assets.schedules import weekly_retune
+
+    instance = DagsterInstance.get()
+    empty = weekly_retune(build_schedule_context(instance=instance))
+    assert isinstance(empty, SkipReason)
+    instance.add_dynamic_partitions("symbols", ["NVDA", "AAPL"])
+    when = datetime(2026, 11, 22, 2, tzinfo=timezone.utc)
+    requests = weekly_retune(build_schedule_context(instance=instance, scheduled_execution_time=when))
+    assert [(r.partition_key, r.run_key) for r in requests] == [("AAPL", "AAPL:2026-W47"), ("NVDA", "NVDA:2026-W47")]
+
+
+def test_stale_config_sensor(tmp_path, dagster_home, random_checkpoints):
+    import json
+
+    from forecast_core.checkpoints import checkpoint_revision
+    from forecast_core.store import Storage
+    from hpo_assets.sensors import RETUNE_AFTER_BARS, stale_config_sensor
+    from resources import StorageResource
+    from resources.models import KronosRuntime, TotoRuntime
+
+    instance = DagsterInstance.get()
+    instance.add_dynamic_partitions("symbols", ["AAA"])
+    storage = StorageResource(root=str(tmp_path / "st"), hyperparams_dir=str(tmp_path / "hp"))
+    resources = {"storage": storage, "toto": TotoRuntime(source=str(random_checkpoints["toto"])),
+                 "kronos": KronosRuntime(source=str(random_checkpoints["kronos"]),
+                                         tokenizer_source=str(random_checkpoints["kronos_tokenizer"]))}
+
+    def evaluate():
+        return stale_config_sensor(build_sensor_context(instance=instance, resources=resources))
+
+    assert isinstance(evaluate(), SkipReason)  # no prices stored yet: nothing to tune from
+    prices = make_prices(300, seed=1)
+    Storage(tmp_path / "st").write_prices("AAA", prices)
+    missing = evaluate()
+    assert [r.partition_key for r in missing] == ["AAA"] and "no such config file" in missing[0].tags["retune_reason"]
+
+    revisions = {"toto": checkpoint_revision(random_checkpoints["toto"]),
+                 "kronos": f"{checkpoint_revision(random_checkpoints['kronos'])}+"
+                           f"{checkpoint_revision(random_checkpoints['kronos_tokenizer'])}"}
+    for model in ("toto", "kronos"):
+        document = _document(model, prices["timestamp"].iloc[-1].date().isoformat(), revisions[model])
+        (tmp_path / "hp" / model).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "hp" / model / "AAA.json").write_text(json.dumps(document))
+    assert isinstance(evaluate(), SkipReason)  # configs current
+
+    Storage(tmp_path / "st").write_prices("AAA", make_prices(300 + RETUNE_AFTER_BARS, seed=1))
+    advanced = evaluate()
+    assert [r.partition_key for r in advanced] == ["AAA"]
+    assert f"{RETUNE_AFTER_BARS} new bars" in advanced[0].tags["retune_reason"]
+
+    other = _document("toto", prices["timestamp"].iloc[-1].date().isoformat(), "sha256:0000")
+    (tmp_path / "hp" / "toto" / "AAA.json").write_text(json.dumps(other))
+    Storage(tmp_path / "st").write_prices("AAA", prices)
+    assert "sha256:0000" in evaluate()[0].tags["retune_reason"]
+
+
+def _document(model: str, data_end: str, revision: str) -> dict:
+    knobs = ({"num_samples": 256, "aggregate": "median", "samples_per_batch": 256} if model == "toto" else
+             {"temperature": 1.0, "top_p": 0.9, "top_k": 0, "sample_count": 1, "max_context": 512, "clip": 5.0,
+              "aggregate": "mean"})
+    scores = {"mae_pct": 5.0, "windows": 3}
+    return {"symbol": "AAA", "model": model, "config": {"name": f"{model}-default", **knobs},
+            "validation": scores, "test": scores,
+            "windows": {"n_val": 3, "n_test": 2, "forecast_horizon": 16, "stride": 16, "context": 64},
+            "metadata": {"model_id": model, "model_revision": revision, "data_end": data_end,
+                         "data_version": "x", "seed": 0, "search": {"method": "grid", "trials": 1},
+                         "baselines_on_test": {}, "selection": {"significant_vs_default": False, "reason": "test"},
+                         "selected_at": "2026-11-24T00:00:00+00:00", "code_version": "test"}}
