@@ -16,7 +16,6 @@ section 1 (see tests/upstream_kronos.py); otherwise that section is skipped.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import multiprocessing as mp
 import resource
 import sys

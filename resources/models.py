@@ -13,7 +13,25 @@ from forecast_core.kronos.forecaster import DEFAULT_TINY, DEFAULT_TINY_TOKENIZER
 from forecast_core.toto import DEFAULT_TINY_DIR, TotoForecaster, load_toto
 
 
-class TotoRuntime(ConfigurableResource):
+class _ResidentModel(ConfigurableResource):
+    """A forecaster loaded once in ``setup_for_execution`` and reused by every trial of the step."""
+
+    _forecaster: object = PrivateAttr(default=None)
+    _revision: str = PrivateAttr(default="")
+
+    @property
+    def forecaster(self):
+        if self._forecaster is None:
+            raise RuntimeError(f"{type(self).__name__} used outside a Dagster step; call setup_for_execution first")
+        return self._forecaster
+
+    @property
+    def model_revision(self) -> str:
+        """Commit or content hash of the loaded weights: part of every trial's identity."""
+        return self._revision
+
+
+class TotoRuntime(_ResidentModel):
     """Toto weights (local dir or Hugging Face repo id at a pinned revision), device and chunk size."""
 
     source: str = Field(default_factory=lambda: os.environ.get("HPO_TOTO_SOURCE", str(DEFAULT_TINY_DIR)),
@@ -24,28 +42,15 @@ class TotoRuntime(ConfigurableResource):
     dtype: str = Field(default="float32", description="float32 | bfloat16 | float16")
     samples_per_batch: int = Field(default=512, description="sample chunk size: memory/speed only, never results")
 
-    _forecaster: TotoForecaster | None = PrivateAttr(default=None)
-    _revision: str = PrivateAttr(default="")
-
     def setup_for_execution(self, context: InitResourceContext) -> None:
         directory = resolve_checkpoint(self.source, self.revision or None)
         model = load_toto(directory, device=resolve_device(self.device), dtype=resolve_dtype(self.dtype))
         self._forecaster = TotoForecaster(model, samples_per_batch=self.samples_per_batch)
         self._revision = checkpoint_revision(directory)
 
-    @property
-    def forecaster(self) -> TotoForecaster:
-        if self._forecaster is None:
-            raise RuntimeError("TotoRuntime used outside a Dagster step; call setup_for_execution first")
-        return self._forecaster
-
-    @property
-    def model_revision(self) -> str:
-        """Commit or content hash of the loaded weights: part of every trial's identity."""
-        return self._revision
 
 
-class KronosRuntime(ConfigurableResource):
+class KronosRuntime(_ResidentModel):
     """Kronos model + tokenizer (local dirs or repo ids at pinned revisions) and device."""
 
     source: str = Field(default_factory=lambda: os.environ.get("HPO_KRONOS_SOURCE", DEFAULT_TINY),
@@ -58,9 +63,6 @@ class KronosRuntime(ConfigurableResource):
     device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N")
     max_rows: int = Field(default=2048, description="rows decoded together: memory/speed only, never results")
 
-    _forecaster: KronosForecaster | None = PrivateAttr(default=None)
-    _revision: str = PrivateAttr(default="")
-
     def setup_for_execution(self, context: InitResourceContext) -> None:
         model_dir = resolve_checkpoint(self.source, self.revision or None)
         tokenizer_dir = resolve_checkpoint(self.tokenizer_source, self.tokenizer_revision or None)
@@ -68,13 +70,3 @@ class KronosRuntime(ConfigurableResource):
         self._forecaster = KronosForecaster(model, tokenizer, max_rows=self.max_rows)
         self._revision = f"{checkpoint_revision(model_dir)}+{checkpoint_revision(tokenizer_dir)}"
 
-    @property
-    def forecaster(self) -> KronosForecaster:
-        if self._forecaster is None:
-            raise RuntimeError("KronosRuntime used outside a Dagster step; call setup_for_execution first")
-        return self._forecaster
-
-    @property
-    def model_revision(self) -> str:
-        """Commit or content hash of the loaded weights: part of every trial's identity."""
-        return self._revision

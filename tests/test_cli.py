@@ -19,8 +19,10 @@ def _hpo(*args, env):
     return subprocess.run([HPO, *args], env=env, capture_output=True, text=True, timeout=900)
 
 
-def test_demo_subset_lands_in_the_instance(tmp_path, random_checkpoints):
-    env = _model_env(tmp_path, random_checkpoints)
+def test_demo_subset_lands_in_the_instance(tmp_path):
+    """The main job as a user runs it: bundled tiny checkpoints, embedded data, default windows."""
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home"), "HPO_STORAGE_DIR": str(tmp_path / "st"),
+           "HPO_HYPERPARAMS_DIR": str(tmp_path / "hp"), "TQDM_DISABLE": "1"}
     done = _hpo("demo", "--symbols", "NVDA", env=env)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert "selected configs" in done.stdout and "NVDA" in done.stdout and "persistence" in done.stdout
