@@ -37,7 +37,11 @@ def _instance():
         config.write_text("telemetry:\n  enabled: false\n")
     from dagster import DagsterInstance
 
-    return DagsterInstance.get()
+    from .lib import ensure_pool_limits
+
+    instance = DagsterInstance.get()
+    ensure_pool_limits(instance)
+    return instance
 
 
 def _quiet(run_config: dict | None = None) -> dict:

@@ -25,6 +25,24 @@ def register_symbols(instance: DagsterInstance, symbols: list[str]) -> list[str]
     return new
 
 
+ACCELERATOR_POOL, METRICS_POOL = "accelerator", "metrics_duckdb"
+
+
+def ensure_pool_limits(instance: DagsterInstance) -> dict[str, int]:
+    """Pool limits for a new instance: one model step per visible GPU (else per CPU core), and one
+    DuckDB writer. Limits an operator already set (UI or `dagster instance concurrency set`) stay."""
+    import os
+
+    import torch
+
+    wanted = {ACCELERATOR_POOL: torch.cuda.device_count() or os.cpu_count() or 1, METRICS_POOL: 1}
+    known = set(instance.event_log_storage.get_concurrency_keys())
+    for pool, limit in wanted.items():
+        if pool not in known:
+            instance.event_log_storage.set_concurrency_slots(pool, limit)
+    return wanted
+
+
 def md_table(frame: pd.DataFrame, digits: int = 3) -> MetadataValue:
     return MetadataValue.md(frame.round(digits).to_markdown(index=False) if not frame.empty else "_no rows_")
 

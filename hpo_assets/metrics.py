@@ -10,6 +10,8 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_as
 
 from resources import StorageResource
 
+from .lib import METRICS_POOL
+
 DBT_PROJECT_DIR = Path(os.environ.get("HPO_DBT_PROJECT_DIR", Path(__file__).resolve().parent.parent / "dbt_metrics"))
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
 # The dbt installed beside this Python, so an un-activated virtual environment works too.
@@ -41,7 +43,7 @@ class EagerTranslator(DagsterDbtTranslator):
         return AutomationCondition.eager()
 
 
-@dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, pool="metrics_duckdb",
+@dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, pool=METRICS_POOL,
             dagster_dbt_translator=EagerTranslator())
 def dbt_metrics(context: AssetExecutionContext, dbt: DbtCliResource, storage: StorageResource):
     """``dbt build`` (models + schema tests) over the stored trials; one DuckDB writer at a time."""

@@ -27,7 +27,7 @@ from forecast_core.windows import TEST, Windows, build_windows
 from resources import BacktestSettings, StorageResource
 from resources.models import KronosRuntime, TotoRuntime
 
-from .lib import md_table, plot_forecasts, symbols_partitions
+from .lib import ACCELERATOR_POOL, md_table, plot_forecasts, symbols_partitions
 from .prices import price_history
 
 BASELINE_TRIALS = {
@@ -35,7 +35,6 @@ BASELINE_TRIALS = {
     "seasonal_naive": Trial("seasonal_naive", {"period": BASELINES["seasonal_naive"].period}),
     "drift": Trial("drift"),
 }
-ACCELERATOR_POOL = "accelerator"
 
 
 @dataclass

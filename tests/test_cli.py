@@ -38,6 +38,9 @@ def test_demo_subset_lands_in_the_instance(tmp_path):
         assert instance.get_dynamic_partitions("symbols") == ["NVDA"]
         runs = instance.get_run_records()
         assert len(runs) == 3 and all(r.dagster_run.status == DagsterRunStatus.SUCCESS for r in runs)
+        limits = {k: instance.event_log_storage.get_concurrency_info(k).slot_count
+                  for k in ("accelerator", "metrics_duckdb")}
+        assert limits == {"accelerator": os.cpu_count(), "metrics_duckdb": 1}  # no GPU here: one slot per core
     finally:
         del os.environ["DAGSTER_HOME"]
 
