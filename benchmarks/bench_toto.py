@@ -10,7 +10,6 @@ the grid-vs-single-forecast cost, and the peak resident memory of an 8192-sample
 from __future__ import annotations
 
 import argparse
-import resource
 import subprocess
 import sys
 import time

@@ -19,16 +19,7 @@ import torch
 
 from forecast_core.forecasters import BASELINES
 from forecast_core.kronos.forecaster import KronosForecaster, load_kronos
-from forecast_core.search import (
-    KRONOS_AGGREGATIONS,
-    KRONOS_DEFAULT,
-    KRONOS_PRESETS,
-    KRONOS_SAMPLE_COUNTS,
-    TOTO_AGGREGATIONS,
-    TOTO_SAMPLE_COUNTS,
-    search_seed,
-    toto_grid,
-)
+from forecast_core.search import KRONOS_DEFAULT, KRONOS_PRESETS, search_seed, toto_grid
 from forecast_core.sources import EmbeddedSource
 from forecast_core.store import Storage, trial_context
 from forecast_core.sweep import SingleDraw, run_sweep
@@ -36,7 +27,7 @@ from forecast_core.toto import TotoForecaster, load_toto
 from forecast_core.tuning import kronos_plans, kronos_search, toto_plans
 from forecast_core.windows import WindowSpec, build_windows
 from hpo_assets.cli import DEMO_TUNE_CONFIG
-from hpo_assets.sweeps import BASELINE_TRIALS
+from hpo_assets.sweeps import BASELINE_TRIALS, KronosSweepConfig, TotoSweepConfig
 
 
 @dataclass
@@ -58,14 +49,11 @@ class Timer:
         setattr(obj, method, timed)
 
 
-def budgets(kind: str) -> tuple[dict, dict]:
-    toto = {"sample_counts": list(TOTO_SAMPLE_COUNTS), "aggregations": list(TOTO_AGGREGATIONS)}
-    kronos = {"sample_counts": list(KRONOS_SAMPLE_COUNTS), "aggregations": list(KRONOS_AGGREGATIONS),
-              "search_budget": 24, "search_sample_count": 64, "max_sample_count": 0}
-    if kind == "demo":
-        toto.update(DEMO_TUNE_CONFIG["ops"]["toto_sweep"]["config"])
-        kronos.update(DEMO_TUNE_CONFIG["ops"]["kronos_sweep"]["config"])
-    return toto, kronos
+def budgets(kind: str) -> tuple[TotoSweepConfig, KronosSweepConfig]:
+    """The sweep assets' own configs: their defaults, or with the demo's run config applied."""
+    ops = DEMO_TUNE_CONFIG["ops"] if kind == "demo" else {}
+    return (TotoSweepConfig(**ops.get("toto_sweep", {}).get("config", {})),
+            KronosSweepConfig(**ops.get("kronos_sweep", {}).get("config", {})))
 
 
 def main() -> None:
@@ -99,16 +87,17 @@ def main() -> None:
             phases[sweep] = (time.perf_counter() - begin, len(result.computed))
 
         run("baseline", [SingleDraw(BASELINES[n], [t]) for n, t in BASELINE_TRIALS.items()])
-        run("toto", toto_plans(toto, toto_grid(toto_budget["sample_counts"], toto_budget["aggregations"])), "tiny")
+        run("toto", toto_plans(toto, toto_grid(toto_budget.sample_counts, toto_budget.aggregations)), "tiny")
         begin = time.perf_counter()
-        cap = kronos_budget["max_sample_count"] or None
-        promoted, _ = kronos_search(kronos, windows, kronos_budget["search_budget"],
-                                    min(kronos_budget["search_sample_count"], cap or 10**9),
-                                    kronos_budget["aggregations"], seed=search_seed(args.symbol, "bench"))
+        cap = kronos_budget.max_sample_count or None
+        promoted, _ = kronos_search(kronos, windows, kronos_budget.search_budget,
+                                    min(kronos_budget.search_sample_count, cap or kronos_budget.search_sample_count),
+                                    kronos_budget.aggregations, kronos_budget.rung_windows, kronos_budget.keep_fraction,
+                                    seed=search_seed(args.symbol, "bench"))
         phases["kronos search"] = (time.perf_counter() - begin, 0)
-        configs = [KRONOS_DEFAULT, *KRONOS_PRESETS.values(), *promoted]
-        run("kronos", kronos_plans(kronos, configs, kronos_budget["sample_counts"], kronos_budget["aggregations"],
-                                   cap), "tiny")
+        configs = [KRONOS_DEFAULT, *(KRONOS_PRESETS[p] for p in kronos_budget.presets), *promoted]
+        run("kronos", kronos_plans(kronos, configs, kronos_budget.sample_counts, kronos_budget.aggregations, cap),
+            "tiny")
         total = time.perf_counter() - start
 
     model_seconds = sum(t.seconds for t in timers.values())

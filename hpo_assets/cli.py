@@ -24,7 +24,7 @@ from forecast_core.store import StoreError
 # Small enough for a CPU with the bundled tiny checkpoints; the assets' defaults are the full spaces.
 DEMO_TUNE_CONFIG = {"ops": {
     "toto_sweep": {"config": {"sample_counts": [64, 256, 1024, 4096]}},
-    "kronos_sweep": {"config": {"presets": ["balanced"], "sample_counts": [8], "search_budget": 4,
+    "kronos_sweep": {"config": {"presets": [], "sample_counts": [8], "search_budget": 4,
                                 "search_sample_count": 8, "max_sample_count": 8}},
 }}
 
@@ -127,7 +127,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_tune(args: argparse.Namespace) -> int:
     symbols = [validate_symbol(s) for s in (args.stocks or [args.symbol])]
-    failed = tune(symbols)
+    failed = tune(symbols, DEMO_TUNE_CONFIG if args.budget == "demo" else None)
     _print_table(selected_table().query("symbol in @symbols"))
     return 1 if failed else 0
 
@@ -170,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
         which.add_argument("--symbol")
         which.add_argument("--stocks", nargs="+")
         command.set_defaults(func=func)
+    sub.choices["tune"].add_argument("--budget", choices=["full", "demo"], default="full",
+                                     help="full: the assets' search spaces; demo: the small CPU budgets of `hpo demo`")
     compare = sub.choices["compare"]
     compare.add_argument("--forecast-horizon", type=int, default=64)
     compare.add_argument("--use-stored-hyperparams", action="store_true",

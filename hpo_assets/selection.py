@@ -10,6 +10,7 @@ from forecast_core.backtest import Trial, last_window_forecast
 from forecast_core.configs import write_config
 from forecast_core.search import kronos_config
 from forecast_core.selection import best_document, model_documents, open_marts
+from forecast_core.kronos.forecaster import DEFAULT_TINY
 from forecast_core.toto import DEFAULT_TINY_DIR
 from forecast_core.tuning import with_config
 from forecast_core.windows import TEST, build_windows
@@ -21,8 +22,12 @@ from .lib import md_table, plot_forecasts, plot_png, symbols_partitions
 MARTS = [AssetKey("best_configs"), AssetKey("test_report"), AssetKey("model_choice")]
 
 
+BUNDLED = {DEFAULT_TINY_DIR.resolve(): "bundled:toto-tiny", Path(DEFAULT_TINY).resolve(): "bundled:kronos-tiny"}
+
+
 def _model_id(source: str) -> str:
-    return "bundled:toto-tiny" if Path(source).resolve() == DEFAULT_TINY_DIR.resolve() else source
+    """A stable id for the bundled checkpoints (their path depends on the install), else the source."""
+    return BUNDLED.get(Path(source).resolve(), source)
 
 
 def _error_vs_config(board: pd.DataFrame, chosen: dict[str, str], symbol: str) -> MetadataValue:

@@ -36,8 +36,8 @@ def _selected(db) -> dict:
     return {(s, m): (h, t) for s, m, h, t in rows}
 
 
-def test_tune_select_resume_and_never_read_test(tmp_path, csv_dir, random_checkpoints):
-    instance = DagsterInstance.ephemeral()
+def test_tune_select_resume_and_never_read_test(tmp_path, csv_dir, random_checkpoints, dagster_home):
+    instance = DagsterInstance.get()
     register_symbols(instance, SYMBOLS)
     resources = make_resources(tmp_path / "st", csv_dir, random_checkpoints)
     sweeps = [price_history, baseline_sweep, toto_sweep, kronos_sweep]
