@@ -24,7 +24,7 @@ from forecast_core.store import StoreError
 # Small enough for a CPU with the bundled tiny checkpoints; the assets' defaults are the full spaces.
 DEMO_TUNE_CONFIG = {"ops": {
     "toto_sweep": {"config": {"sample_counts": [64, 256, 1024, 4096]}},
-    "kronos_sweep": {"config": {"presets": [], "sample_counts": [8], "search_budget": 4,
+    "kronos_sweep": {"config": {"presets": ["balanced"], "sample_counts": [8], "search_budget": 4,
                                 "search_sample_count": 8, "max_sample_count": 8}},
 }}
 
