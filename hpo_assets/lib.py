@@ -27,6 +27,13 @@ def register_symbols(instance: DagsterInstance, symbols: list[str]) -> list[str]
 
 ACCELERATOR_POOL, METRICS_POOL = "accelerator", "metrics_duckdb"
 
+# Steps in the accelerator pool ask Kubernetes for one GPU each when run by the k8s executor or run
+# launcher (deploy/); other executors ignore the tag.
+ACCELERATOR_OP_TAGS = {
+    "dagster-k8s/config": {"container_config": {"resources": {"limits": {"nvidia.com/gpu": 1},
+                                                              "requests": {"nvidia.com/gpu": 1}}}},
+}
+
 
 def ensure_pool_limits(instance: DagsterInstance) -> dict[str, int]:
     """Pool limits for a new instance: one model step per visible GPU (else per CPU core), and one

@@ -27,7 +27,7 @@ from forecast_core.windows import TEST, Windows, build_windows
 from resources import BacktestSettings, StorageResource
 from resources.models import KronosRuntime, TotoRuntime
 
-from .lib import ACCELERATOR_POOL, md_table, plot_forecasts, symbols_partitions
+from .lib import ACCELERATOR_OP_TAGS, ACCELERATOR_POOL, md_table, plot_forecasts, symbols_partitions
 from .prices import price_history
 
 BASELINE_TRIALS = {
@@ -116,7 +116,7 @@ class TotoSweepConfig(Config):
 
 
 @asset(partitions_def=symbols_partitions, deps=[price_history], group_name="sweeps", kinds={"pytorch", "parquet"},
-       pool=ACCELERATOR_POOL)
+       pool=ACCELERATOR_POOL, op_tags=ACCELERATOR_OP_TAGS)
 def toto_sweep(context: AssetExecutionContext, config: TotoSweepConfig, toto: TotoRuntime,
                storage: StorageResource, backtest: BacktestSettings):
     """Toto's num_samples x aggregation grid (plus default and guide presets), scored from one draw."""
@@ -144,7 +144,7 @@ class KronosSweepConfig(Config):
 
 
 @asset(partitions_def=symbols_partitions, deps=[price_history], group_name="sweeps", kinds={"pytorch", "parquet"},
-       pool=ACCELERATOR_POOL)
+       pool=ACCELERATOR_POOL, op_tags=ACCELERATOR_OP_TAGS)
 def kronos_sweep(context: AssetExecutionContext, config: KronosSweepConfig, kronos: KronosRuntime,
                  storage: StorageResource, backtest: BacktestSettings):
     """Kronos: upstream default + guide presets, then TPE proposals promoted by successive halving."""
