@@ -3,7 +3,8 @@
 1. Upstream ``KronosPredictor`` vs ours on a mini-size random config (Kronos-mini shapes: d 256,
    4 layers, ff 512, 10+10 bits), one series, context 448, horizon 64, 8 samples. Also checks that
    both produce the same tokens under the same torch seed (ours in upstream-order sampling mode).
-2. 16 sampling configs x 64 samples decoded in one batch from one prefill vs 16 separate calls.
+2. 16 sampling configs x 64 samples decoded in one batch from one prefill vs 16 separate calls, and
+   the cost model that bounds that ratio (per-call vs per-row seconds, measured).
 3. Long horizons (the window slides): test MAE% of the shipped tiny model with the exact path
    (``refresh_every=1``) vs the fast path, on the embedded data.
 
@@ -118,6 +119,26 @@ def run_configs(threads: int, together: bool) -> dict:
     return {"seconds": seconds, "peak_mb": _peak_mb(), "paths": np.concatenate(paths, axis=1)}
 
 
+def run_call_cost(threads: int) -> dict:
+    """Seconds of one call with 1 and with 64 rows: what a call costs whatever its size, and per row."""
+    _setup(threads)
+    from dataclasses import replace
+
+    from forecast_core.kronos.forecaster import KronosForecaster, frame_to_batch
+    from tests.upstream_kronos import random_ours
+
+    model, tok = random_ours(0, MINI_MODEL, MINI_TOKENIZER)
+    forecaster = KronosForecaster(model, tok, max_rows=4096)
+    batch = frame_to_batch(_frame(), HORIZON, seed=7)
+    seconds = {}
+    for rows in (1, 64):
+        start = time.perf_counter()
+        forecaster.sample_configs(batch, [replace(sweep_configs()[0], sample_count=rows)])
+        seconds[rows] = time.perf_counter() - start
+    per_row = (seconds[64] - seconds[1]) / 63
+    return {"fixed": seconds[1] - per_row, "per_row": per_row}
+
+
 def run_slide(threads: int, refresh_every: int, samples: int) -> dict:
     _setup(threads)
     from forecast_core.aggregate import aggregate
@@ -180,6 +201,12 @@ def main() -> None:
     print(f"    16 separate calls         {separate['seconds']:8.2f} s  {tokens / separate['seconds']:8.1f} tok/s  peak RSS {separate['peak_mb']:6.0f} MB")
     print(f"    speed-up {separate['seconds'] / together['seconds']:.2f}x; identical paths: "
           f"{np.array_equal(together['paths'], separate['paths'])}")
+    cost = isolated(run_call_cost, args.threads)
+    fixed, per_row, n = cost["fixed"], cost["per_row"], len(configs)
+    bound = n * (fixed + 64 * per_row) / (fixed + rows * per_row)
+    print(f"    cost model from 1- and 64-row calls: {fixed:.3f} s per call (encode, prefill, per-step "
+          f"dispatch) + {per_row * 1e3:.1f} ms per row;\n    one shared prefill can save at most the "
+          f"per-call part: expected speed-up {bound:.2f}x on this machine")
 
     print(f"\n[3] window slide (context 512 + H 64 > max_context 512), shipped tiny model, embedded data, "
           f"6 symbols x 8 test windows, {args.slide_samples} samples, T 1.0, top_p 0.9, mean aggregate")

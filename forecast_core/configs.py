@@ -1,13 +1,17 @@
 """The config files users read: ``hyperparams/{toto,kronos,best}/SYMBOL.json`` (brief §7).
 
 Writes are atomic. A file that fails validation (corrupt, hand-edited) is never silently
-overwritten: it is moved aside as ``SYMBOL.json.invalid-<UTC time>`` first, and the new one written.
-Readers validate against the JSON schemas in ``schemas/`` and name the file and the field.
+overwritten: it is kept as ``SYMBOL.json.invalid-<UTC time>`` first, then the new one replaces it
+atomically (readers never find the path missing). Readers validate against the JSON schemas in
+``schemas/`` (plus: model matches the folder, symbol matches the file name, a known aggregation)
+and name the file, the field and how to fix it.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from datetime import datetime, timezone
 from functools import lru_cache
 from importlib import resources
@@ -15,10 +19,13 @@ from pathlib import Path
 
 import jsonschema
 
-from .data import validate_symbol
+from .aggregate import parse_aggregation
+from .data import SYMBOL_PATTERN, validate_symbol
 from .files import atomic_write_text
 
 MODELS = ("toto", "kronos")
+FIX_HINT = ("fix that field by hand, or re-materialise selected_configs for this symbol (or run `hpo tune`): "
+            "it keeps the invalid file as SYMBOL.json.invalid-<time> and writes a valid one")
 
 
 class ConfigFileError(ValueError):
@@ -46,6 +53,15 @@ def validate_document(document: dict, kind: str, source: str) -> dict:
         field = ".".join(str(p) for p in first.absolute_path) or "(top level)"
         more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
         raise ConfigFileError(f"{source}: field {field!r}: {first.message}{more}")
+    # What the schema cannot say: the model matches the folder, the aggregation is one we can apply.
+    if kind in MODELS and document["model"] != kind:
+        raise ConfigFileError(f"{source}: field 'model': {document['model']!r} in a {kind} config file")
+    config = document.get("config")  # optional in best/SYMBOL.json
+    if isinstance(config, dict) and "aggregate" in config:
+        try:
+            parse_aggregation(config["aggregate"])
+        except ValueError as exc:
+            raise ConfigFileError(f"{source}: field 'config.aggregate': {exc}") from None
     return document
 
 
@@ -56,14 +72,25 @@ def read_config(path: Path, kind: str) -> dict:
     except FileNotFoundError:
         raise ConfigFileError(f"{path}: no such config file; run the selected_configs asset (or `hpo tune`)") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigFileError(f"{path}: not valid JSON ({exc})") from None
+        raise ConfigFileError(f"{path}: not valid JSON ({exc}); {FIX_HINT}") from None
     if not isinstance(document, dict):
-        raise ConfigFileError(f"{path}: expected a JSON object at the top level")
-    return validate_document(document, kind, str(path))
+        raise ConfigFileError(f"{path}: expected a JSON object at the top level; {FIX_HINT}")
+    try:
+        validate_document(document, kind, str(path))
+    except ConfigFileError as exc:
+        raise ConfigFileError(f"{exc}; {FIX_HINT}") from None
+    if SYMBOL_PATTERN.match(path.stem) and document["symbol"] != path.stem:
+        raise ConfigFileError(f"{path}: field 'symbol': {document['symbol']!r} in the file of {path.stem} "
+                              f"(copied from another symbol?); {FIX_HINT}")
+    return document
 
 
 def write_config(root: Path, kind: str, symbol: str, document: dict) -> tuple[Path, Path | None]:
-    """Validate and atomically write; returns (path, where an invalid previous file was moved or None)."""
+    """Validate and atomically write; returns (path, where an invalid previous file was kept or None).
+
+    An invalid previous file is kept under another name (hard link, else copy) *before* the new one
+    replaces it atomically, so readers always find a file at ``path``: the old one or the new one.
+    """
     path = config_path(root, kind, symbol)
     validate_document(document, kind, f"new {kind} config for {symbol}")
     set_aside = None
@@ -73,7 +100,16 @@ def write_config(root: Path, kind: str, symbol: str, document: dict) -> tuple[Pa
         except ConfigFileError:
             stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
             set_aside = path.with_name(f"{path.name}.invalid-{stamp}")
-            path.replace(set_aside)
+            n = 0
+            while set_aside.exists():  # never overwrite an earlier kept copy
+                n += 1
+                set_aside = path.with_name(f"{path.name}.invalid-{stamp}-{n}")
+            try:
+                os.link(path, set_aside)
+            except FileExistsError:  # lost a race for the name: never overwrite a kept copy
+                raise
+            except OSError:  # no hard links on this file system
+                shutil.copy2(path, set_aside)
     atomic_write_text(path, json.dumps(document, indent=2, sort_keys=False) + "\n")
     return path, set_aside
 

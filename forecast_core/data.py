@@ -3,6 +3,10 @@
 A normalised frame has columns ``timestamp, open, high, low, close, volume, amount`` with one row per
 bar, ascending unique timestamps (tz-naive UTC). ``amount`` (traded value, used by Kronos) is derived
 as ``volume * mean(open, high, low, close)`` when the source has none; ``volume`` defaults to 0.
+A source *with* a volume column must fill it: a missing (NaN) volume or amount on any bar is a
+blocking failure of ``no_missing_prices``, because Kronos reads both and would be fed a made-up
+number (0 would read as "no trades"). Fill those bars in the source (0 where nothing traded) or
+drop them.
 """
 
 from __future__ import annotations
@@ -141,9 +145,17 @@ def quality_checks(
         duplicates=dup, out_of_order=unsorted)
     nan_close = int((~np.isfinite(frame["close"])).sum())  # NaN or +-inf
     nan_other = int((~np.isfinite(frame[["open", "high", "low"]])).sum().sum())
-    add("no_missing_prices", nan_close == 0 and nan_other == 0, True, "no missing OHLC values",
-        f"{nan_close} missing close and {nan_other} missing open/high/low values (NaN or infinite)",
-        missing_close=nan_close, missing_open_high_low=nan_other)
+    bad_volume = ~np.isfinite(frame[["volume", "amount"]]).all(axis=1)  # Kronos reads both
+    nan_volume = int(bad_volume.sum())
+    first_volume = f", first on {ts[bad_volume].iloc[0].date()}" if nan_volume else ""
+    missing = [text for count, text in ((nan_close, f"{nan_close} missing close values"),
+                                        (nan_other, f"{nan_other} missing open/high/low values"),
+                                        (nan_volume, f"{nan_volume} bars with missing volume/amount{first_volume}"))
+               if count]
+    add("no_missing_prices", not missing, True, "no missing OHLC, volume or amount values",
+        f"{', '.join(missing)} (NaN or infinite); fill them in the source (volume 0 where nothing traded) "
+        "or drop those bars",
+        missing_close=nan_close, missing_open_high_low=nan_other, missing_volume_bars=nan_volume)
     nonpositive = int((ohlc <= 0).sum().sum())
     negative_volume = int((frame["volume"] < 0).sum())
     add("positive_prices", nonpositive == 0 and negative_volume == 0, True, "prices > 0 and volume >= 0",
@@ -158,7 +170,8 @@ def quality_checks(
         f"{inconsistent} bars where high < max(open, close, low) or low > min(open, close, high)",
         inconsistent_bars=inconsistent)
     add("enough_bars", len(frame) >= min_bars, True, f"{len(frame)} bars >= {min_bars} needed",
-        f"{len(frame)} bars, but the configured windows need {min_bars}", bars=len(frame), needed=min_bars)
+        f"{len(frame)} bars, but the configured windows need {min_bars}; provide more history or lower "
+        "context, n_val or n_test in the backtest resource", bars=len(frame), needed=min_bars)
     gaps = diffs[diffs > pd.Timedelta(days=max_gap_days)]
     add("no_large_gaps", gaps.empty, False, f"no gaps over {max_gap_days} days",
         f"{len(gaps)} gaps over {max_gap_days} days, largest {gaps.max() if len(gaps) else 0}",

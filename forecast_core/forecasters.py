@@ -63,6 +63,29 @@ class ContextBatch:
             self.values[:, -length:], self.timestamps[:, -length:], self.future_timestamps, self.seeds
         )
 
+    def lifted(self) -> tuple["ContextBatch", np.ndarray]:
+        """Contexts whose mean |close| is below :data:`MIN_PRICE_LEVEL`, multiplied by the smallest
+        power of two that lifts them to it, and the factor per window ``[windows]`` (1 elsewhere).
+
+        Both models' scalers have absolute floors (Toto ``sqrt(var + 0.1)``, Kronos ``std + 1e-5``)
+        that swamp sub-unit prices such as 1e-4 crypto quotes; a power of two is exact in floating
+        point, so contexts at or above the level are untouched (bitwise) and divided-back paths lose
+        nothing. Volume is left as it is; ``amount`` (volume x price) is lifted with the prices.
+        """
+        level = np.abs(self.column("close")).mean(axis=1)
+        with np.errstate(divide="ignore"):
+            exponent = np.where(level > 0, np.ceil(np.log2(MIN_PRICE_LEVEL / level)), 0.0)
+        factor = np.exp2(np.clip(exponent, 0.0, None))
+        if (factor == 1.0).all():
+            return self, factor
+        values = self.values.copy()
+        values[..., LIFTED_COLUMNS] *= factor[:, None, None]
+        return ContextBatch(values, self.timestamps, self.future_timestamps, self.seeds), factor
+
+
+MIN_PRICE_LEVEL = 1.0
+LIFTED_COLUMNS = [PRICE_COLUMNS.index(c) for c in ("open", "high", "low", "close", "amount")]
+
 
 @runtime_checkable
 class Forecaster(Protocol):

@@ -1,7 +1,9 @@
 """Per-window forecast metrics (brief §2). All take a leading window axis.
 
 MAE% and CRPS% divide by mean |y| over the target window, so they are scale-free across symbols
-priced at 1e-4 or 1e5. MASE divides by the mean absolute one-step change of the context.
+priced at 1e-4 or 1e5. MASE divides by the mean absolute one-step change of the context; a context
+without a single price change (a halted or untraded symbol) has none, so that denominator is floored
+at a price-relative 1e-8 of the context level: finite and still scale-free, never a division by zero.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 _EPS = 1e-12
+_MASE_FLOOR = 1e-8  # of the context's mean |close|; far below one tick of any traded price
 METRIC_COLUMNS = ("mae", "mae_pct", "mase", "crps_pct", "coverage_10_90")
 
 
@@ -26,7 +29,8 @@ def mae_pct(point: np.ndarray, targets: np.ndarray) -> np.ndarray:
 
 def mase(point: np.ndarray, targets: np.ndarray, context_close: np.ndarray) -> np.ndarray:
     naive = np.abs(np.diff(context_close, axis=1)).mean(axis=1)
-    return mae(point, targets) / np.maximum(naive, _EPS)
+    floor = _MASE_FLOOR * np.maximum(np.abs(context_close).mean(axis=1), _EPS)
+    return mae(point, targets) / np.maximum(naive, floor)
 
 
 def crps(paths: np.ndarray, targets: np.ndarray) -> np.ndarray:

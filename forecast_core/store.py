@@ -23,11 +23,12 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pyarrow.parquet as pq
 
 from . import code_version
 from .backtest import Trial
 from .data import FRAME_COLUMNS, data_version, validate_symbol
-from .files import atomic_write_parquet
+from .files import atomic_write_parquet, remove_stale_temp_files
 from .windows import WindowSpec
 
 SWEEP_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_")
@@ -35,6 +36,36 @@ SWEEP_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_")
 
 class StoreError(RuntimeError):
     """Stored data that is missing or unreadable; the message names the file and what to do."""
+
+
+def parquet_problem(path: Path, full: bool = False) -> str | None:
+    """Why ``path`` is not a readable Parquet file (None when it is).
+
+    By default only the footer is read (cheap: what a truncated or overwritten file breaks);
+    ``full`` decodes every page too.
+    """
+    try:
+        if full:
+            pq.read_table(path)
+        else:
+            pq.read_metadata(path)
+    except FileNotFoundError:
+        return "the file is missing"
+    except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ... for damaged files
+        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return None
+
+
+def unreadable_trials_message(problems: list[tuple[Path, str]]) -> str:
+    """What is broken and how to repair it, for damaged trial files (from :meth:`Storage.unreadable_trials`)."""
+    lines = []
+    for path, reason in problems[:10]:
+        sweep = path.parent.parent.name.removeprefix("sweep=")
+        symbol = path.parent.name.removeprefix("symbol=")
+        lines.append(f"{path} ({reason}): re-materialise {sweep}_sweep for partition {symbol}, which recomputes "
+                     "and replaces unreadable trials of the current data; a file of older data: delete it")
+    more = f"; and {len(problems) - 10} more" if len(problems) > 10 else ""
+    return f"{len(problems)} unreadable trial file(s): " + "; ".join(lines) + more
 
 
 def _check_sweep(sweep: str) -> str:
@@ -103,7 +134,29 @@ class Storage:
         return folder / f"{ctx.key(trial)}.parquet"
 
     def has_trial(self, sweep: str, ctx: TrialContext, trial: Trial) -> bool:
-        return self.trial_path(sweep, ctx, trial).exists()
+        """Stored and readable: a damaged file (truncated, overwritten) counts as missing, so the
+        sweep recomputes the trial and atomically replaces the file instead of skipping it forever."""
+        path = self.trial_path(sweep, ctx, trial)
+        return path.exists() and parquet_problem(path) is None
+
+    def remove_stale_temp_files(self, sweep: str, symbol: str) -> list[Path]:
+        """Temp files of trial writes killed mid-write (invisible to readers), once their writer is gone."""
+        folder = self.trials_dir / f"sweep={_check_sweep(sweep)}" / f"symbol={validate_symbol(symbol)}"
+        return remove_stale_temp_files(folder)
+
+    def unreadable_trials(self, sweep: str = "*", symbol: str | None = None,
+                          full: bool = False) -> list[tuple[Path, str]]:
+        """(path, reason) of every trial file that cannot be read (see :func:`parquet_problem`)."""
+        pattern = self.trials_glob(_check_sweep(sweep) if sweep != "*" else "*")
+        if symbol is not None:
+            pattern = pattern.replace("symbol=*", f"symbol={validate_symbol(symbol)}")
+        relative = Path(pattern).relative_to(self.trials_dir)
+        problems = []
+        for path in sorted(self.trials_dir.glob(str(relative))):
+            reason = parquet_problem(path, full=full)
+            if reason:
+                problems.append((path, reason))
+        return problems
 
     def write_trial(self, sweep: str, ctx: TrialContext, trial: Trial, rows: pd.DataFrame) -> Path:
         """Store one trial's per-window rows; re-writing the same trial replaces its file."""
@@ -139,7 +192,37 @@ class Storage:
                 return con.execute("select * from read_parquet(?, union_by_name=true, hive_partitioning=false)",
                                    [pattern]).df()
             except duckdb.Error as exc:
-                raise StoreError(f"unreadable trial files under {self.trials_dir}: {exc}") from exc
+                problems = self.unreadable_trials(sweep, symbol, full=True)
+                if problems:
+                    raise StoreError(unreadable_trials_message(problems)) from None
+                raise StoreError(f"unreadable trial files under {self.trials_dir}: "
+                                 f"{str(exc).strip().splitlines()[0]}") from None
+
+    # -- metrics database ------------------------------------------------------------------------
+    def check_metrics_db(self) -> None:
+        """Raise :class:`StoreError` naming ``metrics.duckdb`` and the fix when it cannot be read.
+
+        Opens it read-only and scans every table (DuckDB verifies block checksums as it reads), so
+        a damaged file is reported before dbt or a reader trips over it. A missing file is fine
+        (dbt creates it); a file locked by another writer is reported as such, not as damage.
+        """
+        path = self.duckdb_path
+        if not path.exists():
+            return
+        try:
+            with duckdb.connect(str(path), read_only=True) as con:
+                tables = con.execute("select schema_name, table_name from duckdb_tables() "
+                                     "where database_name = current_database()").fetchall()
+                for schema, table in tables:
+                    con.execute(f'select count(*), sum(hash(t)) from "{schema}"."{table}" as t').fetchall()
+        except duckdb.Error as exc:
+            reason = str(exc).strip().splitlines()[0]
+            if "could not set lock" in reason.lower() or "conflicting lock" in reason.lower():
+                raise StoreError(f"{path}: in use by another process ({reason}); DuckDB allows one writer at a "
+                                 "time: wait for it to finish or stop it, then retry") from None
+            raise StoreError(f"{path}: damaged metrics database ({reason}). It only holds what dbt builds from "
+                             "the trial Parquet files: delete it (or move it aside) and re-materialise the dbt "
+                             "assets (job build_metrics) to rebuild it") from None
 
 
 def trial_context(symbol: str, prices: pd.DataFrame, spec: WindowSpec, **kwargs) -> TrialContext:

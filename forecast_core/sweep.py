@@ -82,8 +82,16 @@ def run_sweep(
     """
     result = SweepResult()
     probe = windows.select(np.arange(len(windows)) == len(windows) - 1)
+    for stale in storage.remove_stale_temp_files(sweep, ctx.symbol):
+        if progress:
+            progress(f"removed {stale.name}, left by a write killed mid-way")
     for i, plan in enumerate(plans, start=1):
         pending = {g: [t for t in group if not storage.has_trial(sweep, ctx, t)] for g, group in enumerate(plan.trials)}
+        damaged = [storage.trial_path(sweep, ctx, t) for trials in pending.values() for t in trials
+                   if storage.trial_path(sweep, ctx, t).exists()]
+        if damaged and progress:
+            progress(f"[{i}/{len(plans)}] {plan.label}: recomputing {len(damaged)} unreadable trial file(s) "
+                     f"({', '.join(p.name for p in damaged)})")
         pending = {g: trials for g, trials in pending.items() if trials}
         result.skipped.extend(t for g, group in enumerate(plan.trials) for t in group if t not in pending.get(g, []))
         if not pending:

@@ -37,10 +37,12 @@ def _instance():
         config.write_text("telemetry:\n  enabled: false\n")
     from dagster import DagsterInstance
 
-    from .lib import ensure_pool_limits
+    from .lib import ensure_pool_limits, reclaim_dead_runs
 
     instance = DagsterInstance.get()
     ensure_pool_limits(instance)
+    for run_id in reclaim_dead_runs(instance):
+        print(f"run {run_id} had been killed: marked failed, its pool slots freed", flush=True)
     return instance
 
 

@@ -5,9 +5,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from dagster import AssetExecutionContext, AutomationCondition
+from dagster import AssetExecutionContext, AutomationCondition, Failure
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
+from forecast_core.store import StoreError, unreadable_trials_message
 from resources import StorageResource
 
 from .lib import METRICS_POOL
@@ -46,6 +47,18 @@ class EagerTranslator(DagsterDbtTranslator):
 @dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, pool=METRICS_POOL,
             dagster_dbt_translator=EagerTranslator())
 def dbt_metrics(context: AssetExecutionContext, dbt: DbtCliResource, storage: StorageResource):
-    """``dbt build`` (models + schema tests) over the stored trials; one DuckDB writer at a time."""
+    """``dbt build`` (models + schema tests) over the stored trials; one DuckDB writer at a time.
+
+    Damaged inputs stop the build first with a message naming the file and the fix (instead of a
+    DuckDB error inside dbt's log): unreadable trial Parquet files, or a damaged metrics.duckdb.
+    """
+    store = storage.storage()
+    problems = store.unreadable_trials()
+    if problems:
+        raise Failure(description="dbt build not started: " + unreadable_trials_message(problems))
+    try:
+        store.check_metrics_db()
+    except StoreError as exc:
+        raise Failure(description=f"dbt build not started: {exc}") from None
     os.environ.update(storage.dbt_env())  # profiles.yml and read_trials read these (step process only)
     yield from dbt.cli(["build"], context=context).stream()

@@ -2,14 +2,24 @@
 
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pandas as pd
-from dagster import AssetExecutionContext, AssetKey, AutomationCondition, MaterializeResult, MetadataValue, asset
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AutomationCondition,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
 
 from forecast_core.backtest import Trial, last_window_forecast
 from forecast_core.configs import write_config
 from forecast_core.search import kronos_config
 from forecast_core.selection import best_document, model_documents, open_marts
+from forecast_core.store import StoreError
 from forecast_core.kronos.forecaster import DEFAULT_TINY
 from forecast_core.toto import DEFAULT_TINY_DIR
 from forecast_core.tuning import with_config
@@ -17,7 +27,7 @@ from forecast_core.windows import TEST, build_windows
 from resources import BacktestSettings, StorageResource
 from resources.models import KronosRuntime, TotoRuntime
 
-from .lib import md_table, plot_forecasts, plot_png, symbols_partitions
+from .lib import ACCELERATOR_OP_TAGS, ACCELERATOR_POOL, md_table, plot_forecasts, plot_png, symbols_partitions
 
 MARTS = [AssetKey("best_configs"), AssetKey("test_report"), AssetKey("model_choice")]
 
@@ -48,7 +58,7 @@ def _error_vs_config(board: pd.DataFrame, chosen: dict[str, str], symbol: str) -
 
 
 @asset(partitions_def=symbols_partitions, deps=MARTS, group_name="selection", kinds={"json"},
-       automation_condition=AutomationCondition.eager())
+       automation_condition=AutomationCondition.eager(), pool=ACCELERATOR_POOL, op_tags=ACCELERATOR_OP_TAGS)
 def selected_configs(context: AssetExecutionContext, storage: StorageResource, backtest: BacktestSettings,
                      toto: TotoRuntime, kronos: KronosRuntime):
     """Write the selected Toto and Kronos configs and the winning model for one symbol, atomically.
@@ -57,18 +67,29 @@ def selected_configs(context: AssetExecutionContext, storage: StorageResource, b
     """
     symbol = context.partition_key
     root = Path(storage.hyperparams_dir)
-    with open_marts(storage.storage().duckdb_path) as con:
-        documents = model_documents(
-            con, symbol,
-            model_ids={"toto": _model_id(toto.source), "kronos": _model_id(kronos.source)},
-            runtime_knobs={"toto": {"samples_per_batch": toto.samples_per_batch}},
-            base_seed=backtest.base_seed,
-        )
-        if not documents:
-            raise ValueError(f"{symbol}: no Toto or Kronos trials in the marts; run toto_sweep/kronos_sweep and dbt first")
-        best = best_document(con, symbol, documents)
-        board = con.execute("select model, config_hash, config_name, val_mae_pct, test_mae_pct, seconds_per_forecast "
-                            "from leaderboard where symbol = ? and model in ('toto', 'kronos')", [symbol]).df()
+    db = storage.storage().duckdb_path
+    try:
+        storage.storage().check_metrics_db()
+        with open_marts(db) as con:
+            documents = model_documents(
+                con, symbol,
+                model_ids={"toto": _model_id(toto.source), "kronos": _model_id(kronos.source)},
+                runtime_knobs={"toto": {"samples_per_batch": toto.samples_per_batch}},
+                base_seed=backtest.base_seed,
+            )
+            if not documents:
+                raise ValueError(f"{symbol}: no Toto or Kronos trials in the marts; run toto_sweep/kronos_sweep "
+                                 "and dbt first")
+            best = best_document(con, symbol, documents)
+            board = con.execute("select model, config_hash, config_name, val_mae_pct, test_mae_pct, "
+                                "seconds_per_forecast from leaderboard "
+                                "where symbol = ? and model in ('toto', 'kronos')", [symbol]).df()
+    except StoreError as exc:
+        raise Failure(description=f"{symbol}: no config files written: {exc}") from None
+    except duckdb.Error as exc:
+        reason = str(exc).strip().splitlines()[0]
+        raise Failure(description=f"{symbol}: no config files written: {db}: cannot read the dbt marts ({reason}); "
+                                  "re-materialise the dbt assets (job build_metrics), then this asset") from None
     written, set_aside = {}, []
     for kind, document in [*documents.items(), ("best", best)]:
         if document is None:

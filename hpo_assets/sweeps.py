@@ -28,6 +28,7 @@ from resources import BacktestSettings, StorageResource
 from resources.models import KronosRuntime, TotoRuntime
 
 from .lib import ACCELERATOR_OP_TAGS, ACCELERATOR_POOL, md_table, plot_forecasts, symbols_partitions
+from .models import kronos_model, toto_model
 from .prices import price_history
 
 BASELINE_TRIALS = {
@@ -115,19 +116,21 @@ class TotoSweepConfig(Config):
     aggregations: list[str] = Field(default=list(TOTO_AGGREGATIONS), description="aggregation grid")
 
 
-@asset(partitions_def=symbols_partitions, deps=[price_history], group_name="sweeps", kinds={"pytorch", "parquet"},
-       pool=ACCELERATOR_POOL, op_tags=ACCELERATOR_OP_TAGS)
+@asset(partitions_def=symbols_partitions, deps=[price_history, toto_model], group_name="sweeps",
+       kinds={"pytorch", "parquet"}, pool=ACCELERATOR_POOL, op_tags=ACCELERATOR_OP_TAGS)
 def toto_sweep(context: AssetExecutionContext, config: TotoSweepConfig, toto: TotoRuntime,
                storage: StorageResource, backtest: BacktestSettings):
     """Toto's num_samples x aggregation grid (plus default and guide presets), scored from one draw."""
     sweep = SymbolSweep.load(context, storage, backtest, toto.model_revision)
     trials = toto_grid(config.sample_counts, config.aggregations)
+    seen_reductions = len(toto.forecaster.reductions)
     result = sweep.run(context, "toto", toto_plans(toto.forecaster, trials))
+    reductions = toto.forecaster.reductions[seen_reductions:]
     summary = sweep.summary("toto", trials)
     plot = sweep.plot({"toto best (val)": (toto.forecaster, _best(summary, trials))}, "Toto, last test window")
     meta = sweep.metadata(result, summary)
-    if toto.forecaster.last_run and toto.forecaster.last_run.reductions:
-        meta["chunk_size_reductions"] = "; ".join(toto.forecaster.last_run.reductions)
+    if reductions:
+        meta["chunk_size_reductions"] = "; ".join(reductions)
     return MaterializeResult(metadata={**meta, "last_test_window": plot})
 
 
@@ -143,8 +146,8 @@ class KronosSweepConfig(Config):
                                   "demos (0 = none); stored configs carry the capped count they were scored with")
 
 
-@asset(partitions_def=symbols_partitions, deps=[price_history], group_name="sweeps", kinds={"pytorch", "parquet"},
-       pool=ACCELERATOR_POOL, op_tags=ACCELERATOR_OP_TAGS)
+@asset(partitions_def=symbols_partitions, deps=[price_history, kronos_model], group_name="sweeps",
+       kinds={"pytorch", "parquet"}, pool=ACCELERATOR_POOL, op_tags=ACCELERATOR_OP_TAGS)
 def kronos_sweep(context: AssetExecutionContext, config: KronosSweepConfig, kronos: KronosRuntime,
                  storage: StorageResource, backtest: BacktestSettings):
     """Kronos: upstream default + guide presets, then TPE proposals promoted by successive halving."""

@@ -3,27 +3,103 @@
 from __future__ import annotations
 
 import os
+from typing import ClassVar
 
-from dagster import ConfigurableResource, InitResourceContext
-from pydantic import Field, PrivateAttr
+from dagster import ConfigurableResource, InitResourceContext, get_dagster_logger
+from pydantic import Field, PrivateAttr, field_validator
 
+from forecast_core import compiled
 from forecast_core.checkpoints import checkpoint_revision, resolve_checkpoint
-from forecast_core.device import resolve_device, resolve_dtype
+from forecast_core.device import claim_device, resolve_dtype
 from forecast_core.kronos.forecaster import DEFAULT_TINY, DEFAULT_TINY_TOKENIZER, KronosForecaster, load_kronos
 from forecast_core.toto import DEFAULT_TINY_DIR, TotoForecaster, load_toto
 
 
 class _ResidentModel(ConfigurableResource):
-    """A forecaster loaded once in ``setup_for_execution`` and reused by every trial of the step."""
+    """A forecaster loaded once in ``setup_for_execution`` and reused by every trial of the step.
+
+    Compilation (forecast_core/compiled.py) is decided on first use of ``forecaster``, so a step
+    that never forecasts never compiles; ``compile_report`` says what was decided and why.
+    """
+
+    kind: ClassVar[str] = ""
+
+    compile: str = Field(default="auto", description="auto: warm-start the compile cache where the model asset "
+                         "measured a speed-up and parity, else eager | on: also compile (and persist) on the fly | "
+                         "off: eager")
+    compile_mode: str = Field(default="default", description="torch.compile mode: default | reduce-overhead | "
+                              "max-autotune | max-autotune-no-cudagraphs")
+    compiled_dir: str = Field(default_factory=compiled.default_compiled_dir,
+                              description="compile cache root (default: $HPO_COMPILED_DIR or ./compiled_models)")
+    parity_tolerance: float = Field(default=1e-3, description="largest |compiled - eager| on the probe paths, "
+                                    "relative to the mean price, before compiled forecasts are rejected")
+    min_speedup: float = Field(default=1.1, description="auto compiles only when the probe ran this much faster")
+    probe_windows: int = Field(default=0, description="probe batch windows (0: the model's default)")
+    probe_context: int = Field(default=0, description="probe context bars (0: the model's default)")
+    probe_horizon: int = Field(default=0, description="probe horizon (0: the model's default)")
+    probe_samples: int = Field(default=0, description="probe sample paths (0: the model's default)")
 
     _forecaster: object = PrivateAttr(default=None)
     _revision: str = PrivateAttr(default="")
+    _compiled: object = PrivateAttr(default=None)
+
+    @field_validator("compile")
+    @classmethod
+    def _known_policy(cls, value: str) -> str:
+        if value not in compiled.POLICIES:
+            raise ValueError(f"compile={value!r}: use one of {', '.join(compiled.POLICIES)}")
+        return value
+
+    @field_validator("compile_mode")
+    @classmethod
+    def _known_mode(cls, value: str) -> str:
+        if value not in compiled.MODES:
+            raise ValueError(f"compile_mode={value!r}: use one of {', '.join(compiled.MODES)}")
+        return value
 
     @property
     def forecaster(self):
         if self._forecaster is None:
             raise RuntimeError(f"{type(self).__name__} used outside a Dagster step; call setup_for_execution first")
+        if self._compiled is None:
+            key = self.compile_key() if self.compile != "off" else None
+            self._compiled = compiled.prepare(self.kind, self._forecaster, key, self.compiled_dir, self.compile,
+                                              self.parity_tolerance, self.min_speedup)
+            get_dagster_logger().info(f"{self.kind}: {self._compiled.reason}")
         return self._forecaster
+
+    @property
+    def compile_report(self) -> dict:
+        """How the forecaster runs (compiled or eager) and why; empty before its first use."""
+        return self._compiled.metadata() if self._compiled is not None else {}
+
+    def probe_shape(self) -> compiled.ProbeShape:
+        default = compiled.DEFAULT_PROBES[self.kind]
+        return compiled.ProbeShape(self.probe_windows or default.windows, self.probe_context or default.context,
+                                   self.probe_horizon or default.horizon, self.probe_samples or default.samples)
+
+    def compile_key(self) -> compiled.CacheKey:
+        """Everything the compile cache depends on, for the loaded weights and this configuration."""
+        if self._forecaster is None:
+            raise RuntimeError(f"{type(self).__name__}: call setup_for_execution before compile_key")
+        weight = next(self._forecaster.model.parameters())
+        return compiled.CacheKey.current(self.kind, self._model_id(), self._revision, str(weight.device),
+                                         str(weight.dtype).removeprefix("torch."), self.compile_mode,
+                                         self.probe_shape())
+
+    def build_compiled(self) -> compiled.Outcome:
+        """The model asset: measure and persist (or re-verify) the compile cache, then use its decision."""
+        if self._forecaster is None:
+            raise RuntimeError(f"{type(self).__name__}: call setup_for_execution before build_compiled")
+        if self.compile == "off":
+            self._compiled = compiled.prepare(self.kind, self._forecaster, None, self.compiled_dir, "off")
+        else:
+            self._compiled = compiled.reverify(self.kind, self._forecaster, self.compile_key(), self.compiled_dir,
+                                               self.parity_tolerance, self.min_speedup)
+        return self._compiled
+
+    def _model_id(self) -> str:
+        raise NotImplementedError
 
     @property
     def model_revision(self) -> str:
@@ -44,10 +120,14 @@ class TotoRuntime(_ResidentModel):
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         directory = resolve_checkpoint(self.source, self.revision or None)
-        model = load_toto(directory, device=resolve_device(self.device), dtype=resolve_dtype(self.dtype))
+        model = load_toto(directory, device=claim_device(self.device), dtype=resolve_dtype(self.dtype))
         self._forecaster = TotoForecaster(model, samples_per_batch=self.samples_per_batch)
         self._revision = checkpoint_revision(directory)
 
+    kind: ClassVar[str] = "toto"
+
+    def _model_id(self) -> str:
+        return compiled.model_id_for(self.source)
 
 
 class KronosRuntime(_ResidentModel):
@@ -66,7 +146,11 @@ class KronosRuntime(_ResidentModel):
     def setup_for_execution(self, context: InitResourceContext) -> None:
         model_dir = resolve_checkpoint(self.source, self.revision or None)
         tokenizer_dir = resolve_checkpoint(self.tokenizer_source, self.tokenizer_revision or None)
-        model, tokenizer = load_kronos(model_dir, tokenizer_dir, device=resolve_device(self.device))
+        model, tokenizer = load_kronos(model_dir, tokenizer_dir, device=claim_device(self.device))
         self._forecaster = KronosForecaster(model, tokenizer, max_rows=self.max_rows)
         self._revision = f"{checkpoint_revision(model_dir)}+{checkpoint_revision(tokenizer_dir)}"
 
+    kind: ClassVar[str] = "kronos"
+
+    def _model_id(self) -> str:
+        return f"{compiled.model_id_for(self.source)}+{compiled.model_id_for(self.tokenizer_source)}"

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from dagster import AssetKey
+from dagster import AssetCheckKey, AssetKey
 
 from hpo_assets.definitions import defs
 
 EXPECTED_GRAPH = {
     "price_history": set(),
     "baseline_sweep": {"price_history"},
-    "toto_sweep": {"price_history"},
-    "kronos_sweep": {"price_history"},
+    "toto_sweep": {"price_history", "toto_model"},  # lineage only: sweeps run eager without a cache
+    "kronos_sweep": {"price_history", "kronos_model"},
     "stg_trials": {"baseline_sweep", "toto_sweep", "kronos_sweep"},
     "leaderboard": {"stg_trials"},
     "best_configs": {"leaderboard", "stg_trials"},
@@ -18,6 +18,8 @@ EXPECTED_GRAPH = {
     "model_choice": {"best_configs", "leaderboard"},
     "pareto_front": {"leaderboard"},
     "selected_configs": {"best_configs", "test_report", "model_choice"},
+    "toto_model": set(),
+    "kronos_model": set(),
 }
 PARTITIONED = {"price_history", "baseline_sweep", "toto_sweep", "kronos_sweep", "selected_configs"}
 
@@ -48,3 +50,13 @@ def test_accelerator_work_runs_in_its_pool():
     graph = defs.resolve_asset_graph()
     pools = {name: graph.get(AssetKey(name)).pools for name in ("toto_sweep", "kronos_sweep")}
     assert all(p == {"accelerator"} for p in pools.values()), pools
+
+
+def test_model_assets_run_in_the_accelerator_pool_with_a_blocking_parity_check():
+    graph = defs.resolve_asset_graph()
+    for name in ("toto_model", "kronos_model"):
+        node = graph.get(AssetKey(name))
+        assert node.pools == {"accelerator"}, name
+        assert node.group_name == "models" and node.partitions_def is None, name
+        spec = defs.get_assets_def(name).get_spec_for_check_key(AssetCheckKey(AssetKey(name), "compiled_matches_eager"))
+        assert spec.blocking, name

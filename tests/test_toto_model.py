@@ -196,6 +196,8 @@ def test_out_of_memory_lowers_the_chunk_not_the_samples(model, windows, monkeypa
     monkeypatch.setattr(model, "decode", tight_memory)
     np.testing.assert_array_equal(toto.sample_paths(windows.batch, 64), expected)
     assert toto.last_run.used_samples_per_batch == 16 and len(toto.last_run.reductions) == 2
+    toto.sample_paths(windows.batch, 64)  # a later call keeps the log a sweep reports from
+    assert len(toto.reductions) == 4 and toto.reductions[:2] == toto.last_run.reductions
 
     monkeypatch.setattr(model, "decode", lambda *a: (_ for _ in ()).throw(MemoryError()))
     with pytest.raises(RuntimeError, match="out of memory even with samples_per_batch=1"):

@@ -52,7 +52,7 @@ import pandas as pd
 import torch
 
 from ..checkpoints import load_strict, read_config, resolve_checkpoint
-from ..forecasters import PRICE_COLUMNS, ContextBatch
+from ..forecasters import LIFTED_COLUMNS, PRICE_COLUMNS, ContextBatch
 from ..windows import future_calendar
 from .model import Kronos, KronosConfig
 from .sampling import RowUniforms, draw_inverse_cdf, filter_probs
@@ -254,6 +254,7 @@ class KronosForecaster:
     def _decode_group(self, batch: ContextBatch, configs: list[KronosSamplingConfig],
                       generator: torch.Generator | None) -> list[np.ndarray]:
         max_context, clip = configs[0].max_context, configs[0].clip
+        batch, factor = batch.lifted()  # sub-unit prices: see ContextBatch.lifted
         lookback = min(batch.context_length, max_context)
         horizon, windows, dev = batch.horizon, batch.num_windows, self.device
         x, mean, std = normalize(batch.values[:, -lookback:], clip)
@@ -287,6 +288,7 @@ class KronosForecaster:
         bars = bars.cpu().numpy()
         bars = bars * (std[:, None] + 1e-5) + mean[:, None]
         bars = bars.astype(np.float64)
+        bars[..., LIFTED_COLUMNS] /= factor[:, None, None, None]
         bars[..., [VOLUME, AMOUNT]] = np.maximum(bars[..., [VOLUME, AMOUNT]], 0.0)
         bounds = np.cumsum([0] + counts)
         return [bars[:, lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:])]

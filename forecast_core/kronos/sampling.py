@@ -29,28 +29,41 @@ def filter_probs(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.T
                  top_p: torch.Tensor) -> torch.Tensor:
     """``logits`` ``[R, V]`` and per-row ``[R]`` settings -> probabilities ``[R, V]`` (float32).
 
-    The operations match upstream's ``sample_from_logits`` for the settings it supports, so the
-    probabilities are bitwise equal there.
+    Each filter becomes a per-row threshold on the scaled logits (the k-th largest; the value of the
+    token whose cumulative probability crosses ``top_p``), so only sorted *values* are needed and
+    only for rows that filter. The kept sets, and hence the probabilities, equal upstream's
+    ``sample_from_logits`` for the settings it supports, bitwise, except that a token exactly tied
+    with the crossing token is kept (as ties with the k-th are).
     """
     vocab = logits.shape[-1]
     greedy = temperature <= 0
     scaled = logits / torch.where(greedy, torch.ones_like(temperature), temperature)[:, None]
     use_k, use_p = (top_k > 0) & ~greedy, (top_p < 1.0) & ~greedy
-    if bool(use_k.any() | use_p.any()):
-        ordered, order = torch.sort(scaled, dim=-1, descending=True)
-        kth = ordered.gather(1, (top_k.clamp(1, vocab) - 1)[:, None])
-        drop = use_k[:, None] & (ordered < kth)
-        ordered = ordered.masked_fill(drop, float("-inf"))
-        beyond = torch.softmax(ordered, dim=-1).cumsum(-1) > top_p[:, None]
-        beyond[:, 1:] = beyond[:, :-1].clone()  # keep the token that crosses the threshold
-        beyond[:, 0] = False
-        drop |= use_p[:, None] & beyond
-        scaled = scaled.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+    rows = torch.nonzero(use_k | use_p)[:, 0]
+    if len(rows):
+        chosen = scaled[rows]
+        ordered = sorted_descending(chosen)
+        kth = ordered.gather(1, (top_k[rows].clamp(1, vocab) - 1)[:, None])
+        k_rows = use_k[rows][:, None]
+        ordered = ordered.masked_fill(k_rows & (ordered < kth), float("-inf"))
+        cumulative = torch.softmax(ordered, dim=-1).cumsum(-1)
+        crossing = (cumulative <= top_p[rows][:, None]).sum(-1).clamp_max(vocab - 1)  # first index > top_p
+        nucleus = ordered.gather(1, crossing[:, None])
+        drop = (k_rows & (chosen < kth)) | (use_p[rows][:, None] & (chosen < nucleus))
+        scaled = scaled.index_put((rows,), chosen.masked_fill(drop, float("-inf")))
     probs = torch.softmax(scaled, dim=-1)
     if bool(greedy.any()):
         best = torch.nn.functional.one_hot(logits.argmax(-1), vocab).to(probs.dtype)
         probs = torch.where(greedy[:, None], best, probs)
     return probs
+
+
+def sorted_descending(values: torch.Tensor) -> torch.Tensor:
+    """Each row sorted, largest first. On the CPU NumPy's vectorised sort is ~9x faster than
+    ``torch.sort`` at vocabulary size 1024 (which also computes indices this needs not)."""
+    if values.device.type != "cpu":
+        return torch.sort(values, dim=-1, descending=True).values
+    return torch.from_numpy(np.ascontiguousarray(np.sort(values.numpy(), axis=-1)[:, ::-1]))
 
 
 def draw_inverse_cdf(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:

@@ -83,12 +83,14 @@ class TotoForecaster:
         self.context_length = context_length
         self.name = name
         self.last_run: RunInfo | None = None
+        self.reductions: list[str] = []  # every chunk reduction since load, for a sweep's metadata
 
     # -- public API ------------------------------------------------------------------------------
 
     def sample_paths(self, batch: ContextBatch, num_samples: int) -> np.ndarray:
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        batch, factor = batch.lifted()
         encoded = self.model.encode(self._context(batch))
         patches = math.ceil(batch.horizon / self.model.config.patch_size)
         seeds = [int(s) for s in batch.seeds]
@@ -113,7 +115,8 @@ class TotoForecaster:
                                        f"{info.used_samples_per_batch} (paths unchanged)")
                 continue
             start = stop
-        return out[:, :, : batch.horizon]
+        self.reductions.extend(info.reductions)
+        return out[:, :, : batch.horizon] / factor[:, None, None]
 
     def sample_grid(self, batch: ContextBatch, sample_counts, aggregations) -> GridForecast:
         """Sample the largest count once; every smaller count is a prefix, every aggregation a reduction."""
@@ -127,10 +130,11 @@ class TotoForecaster:
 
     def mean_paths(self, batch: ContextBatch) -> np.ndarray:
         """The mixture mean fed back autoregressively (deterministic; what upstream's mean forecast does)."""
+        batch, factor = batch.lifted()
         encoded = self.model.encode(self._context(batch))
         patches = math.ceil(batch.horizon / self.model.config.patch_size)
         paths = self._rollout(encoded, batch.num_windows, 1, patches, lambda step, mix: mix.mean().double())
-        return paths[:, :, : batch.horizon]
+        return paths[:, :, : batch.horizon] / factor[:, None, None]
 
     # -- internals -------------------------------------------------------------------------------
 

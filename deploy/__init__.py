@@ -1,0 +1,1 @@
+"""Kubernetes deployment of the code location (see deploy/README.md); not part of the installed package."""
