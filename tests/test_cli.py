@@ -20,8 +20,9 @@ def _hpo(*args, env):
     return subprocess.run([HPO, *args], env=env, capture_output=True, text=True, timeout=900)
 
 
-def test_demo_subset_lands_in_the_instance(tmp_path):
-    """The main job as a user runs it: bundled tiny checkpoints, embedded data, default windows."""
+def test_demo_subset_lands_in_the_instance_then_compare_reads_it(tmp_path):
+    """The main job as a user runs it (bundled tiny checkpoints, embedded data, default windows; the
+    same code path as `hpo tune --budget demo`), then `hpo compare` on the configs it stored."""
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home"), "HPO_STORAGE_DIR": str(tmp_path / "st"),
            "HPO_HYPERPARAMS_DIR": str(tmp_path / "hp"), "TQDM_DISABLE": "1"}
     done = _hpo("demo", "--symbols", "NVDA", env=env)
@@ -32,6 +33,15 @@ def test_demo_subset_lands_in_the_instance(tmp_path):
     with duckdb.connect(str(tmp_path / "st" / "metrics.duckdb"), read_only=True) as con:
         symbols = {r[0] for r in con.execute("select distinct symbol from leaderboard").fetchall()}
     assert symbols == {"NVDA"}
+
+    # The guide's loop goes on: score the stored configs, with an env override on top.
+    stored = json.loads((tmp_path / "hp" / "toto" / "NVDA.json").read_text())["config"]
+    compared = _hpo("compare", "--symbol", "NVDA", "--forecast-horizon", "64", "--use-stored-hyperparams",
+                    env={**env, "KRONOS_TOP_K": "20"})
+    assert compared.returncode == 0, compared.stdout[-2000:] + compared.stderr[-3000:]
+    assert "KRONOS_TOP_K=20" in compared.stdout
+    assert f"toto[aggregate={stored['aggregate']},num_samples={stored['num_samples']}]" in compared.stdout
+    assert "top_k=20" in compared.stdout
 
     os.environ["DAGSTER_HOME"] = env["DAGSTER_HOME"]  # the instance the UI would open
     try:
@@ -85,20 +95,3 @@ def test_compare_rejects_bad_overrides_and_missing_stored_configs(tmp_path, rand
     assert missing.returncode == 1
     assert "hp/toto/NVDA.json: no such config file" in missing.stderr
     assert "hp/toto/AAPL.json: no such config file" in missing.stderr
-
-
-def test_tune_then_compare_the_stored_configs(tmp_path):
-    """The guide's loop: tune a symbol, then score its stored configs with an override on top."""
-    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home"), "HPO_STORAGE_DIR": str(tmp_path / "st"),
-           "HPO_HYPERPARAMS_DIR": str(tmp_path / "hp"), "TQDM_DISABLE": "1"}
-    tuned = _hpo("tune", "--symbol", "AAPL", "--budget", "demo", env=env)
-    assert tuned.returncode == 0, tuned.stdout[-2000:] + tuned.stderr[-3000:]
-    assert "AAPL" in tuned.stdout and "persistence" in tuned.stdout
-    stored = json.loads((tmp_path / "hp" / "toto" / "AAPL.json").read_text())["config"]
-
-    compared = _hpo("compare", "--symbol", "AAPL", "--forecast-horizon", "64", "--use-stored-hyperparams",
-                    env={**env, "KRONOS_TOP_K": "20"})
-    assert compared.returncode == 0, compared.stdout[-2000:] + compared.stderr[-3000:]
-    assert "KRONOS_TOP_K=20" in compared.stdout
-    assert f"toto[aggregate={stored['aggregate']},num_samples={stored['num_samples']}]" in compared.stdout
-    assert "top_k=20" in compared.stdout
