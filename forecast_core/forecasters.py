@@ -84,6 +84,11 @@ class ContextBatch:
 
 
 MIN_PRICE_LEVEL = 1.0
+# Largest |difference| between two computations of the same sample paths that batch them differently
+# (chunk sizes, sample-count prefixes, windows alone vs batched, configs decoded together), relative
+# to the window's price level (largest |close| of its context), for float32 weights: kernels round
+# differently per shape and per CPU. Measured and explained in the Toto and Kronos forecaster modules.
+BATCH_RTOL = 1e-5
 LIFTED_COLUMNS = [PRICE_COLUMNS.index(c) for c in ("open", "high", "low", "close", "amount")]
 
 

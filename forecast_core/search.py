@@ -81,6 +81,12 @@ def kronos_trials(config: KronosSamplingConfig, sample_counts: Sequence[int],
             for knobs in [kronos_knobs(config, n, a)]]
 
 
+def default_trials() -> dict[str, Trial]:
+    """Each model's upstream default config as a trial: what a history too short to tune keeps."""
+    return {"toto": toto_trial(TOTO_DEFAULT["num_samples"], TOTO_DEFAULT["aggregate"]),
+            "kronos": kronos_trials(KRONOS_DEFAULT, [KRONOS_DEFAULT.sample_count], [KRONOS_DEFAULT_AGGREGATE])[0]}
+
+
 def kronos_config(trial: Trial) -> KronosSamplingConfig:
     """The sampling config a Kronos trial was drawn with (its knobs minus the aggregation)."""
     return KronosSamplingConfig(**{k: v for k, v in trial.knobs.items() if k != "aggregate"})

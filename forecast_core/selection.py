@@ -13,8 +13,10 @@ from pathlib import Path
 import duckdb
 
 from . import code_version
-from .data import validate_symbol
+from .backtest import Trial
+from .data import data_version, validate_symbol
 from .store import StoreError
+from .windows import LAYOUT_FIELDS, Layout
 
 SEARCH_METHODS = {"toto": "grid (num_samples x aggregation, one draw)",
                   "kronos": "default + guide presets, TPE proposals with successive halving"}
@@ -27,6 +29,7 @@ def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: list) -> list[dict]:
 
 
 def _scores(row: dict, split: str) -> dict:
+    """One split's means; a comparison-only layout has no validation windows (null metrics, 0 windows)."""
     return {
         "mae_pct": row[f"{split}_mae_pct"],
         "crps_pct": row[f"{split}_crps_pct"],
@@ -56,8 +59,8 @@ def model_documents(con: duckdb.DuckDBPyConnection, symbol: str, model_ids: dict
     documents = {}
     for row in selected:
         model = row["model"]
-        first = _rows(con, "select model_revision, horizon, n_val, n_test, stride, context from stg_trials "
-                           "where symbol = ? and config_hash = ? limit 1", [symbol, row["config_hash"]])[0]
+        first = _rows(con, f"select model_revision, horizon, n_val, n_test, stride, context, {', '.join(LAYOUT_FIELDS)} "
+                           "from stg_trials where symbol = ? and config_hash = ? limit 1", [symbol, row["config_hash"]])[0]
         persistence = _rows(con, "select test_mae_pct from leaderboard where symbol = ? and model = 'persistence'",
                             [symbol])
         default = _rows(con, "select test_mae_pct from leaderboard where symbol = ? and config_hash = ?",
@@ -72,7 +75,8 @@ def model_documents(con: duckdb.DuckDBPyConnection, symbol: str, model_ids: dict
             "test": _scores(row, "test"),
             "windows": {"n_val": int(first["n_val"]), "n_test": int(first["n_test"]),
                         "forecast_horizon": int(first["horizon"]), "stride": int(first["stride"]),
-                        "context": int(first["context"])},
+                        "context": int(first["context"]),
+                        **{name: first[name] for name in LAYOUT_FIELDS if first[name] is not None}},
             "metadata": {
                 "model_id": model_ids.get(model, model),
                 "model_revision": first["model_revision"] or "unknown",
@@ -86,6 +90,7 @@ def model_documents(con: duckdb.DuckDBPyConnection, symbol: str, model_ids: dict
                     "selected_vs": vs,
                 },
                 "selection": {
+                    "tuned": bool(row["tunable"]),
                     "significant_vs_default": bool(row["significant_vs_default"]),
                     "reason": row["selection_reason"],
                     "val_mae_pct_diff_vs_default": row["val_diff_vs_default"],
@@ -96,6 +101,39 @@ def model_documents(con: duckdb.DuckDBPyConnection, symbol: str, model_ids: dict
             },
         }
     return documents
+
+
+def default_document(symbol: str, trial: Trial, runtime_knobs: dict, layout: Layout, prices, model_id: str,
+                     model_revision: str, base_seed: int) -> dict:
+    """The §7 document of a model's default config for a history too short for any scored window.
+
+    Nothing was measured, so every score is null with 0 windows; the reason says what tuning needs.
+    """
+    if layout.spec is not None:
+        raise ValueError(f"{symbol}: its history allows scored windows ({layout.reason}); run the sweeps and "
+                         "dbt instead of writing an unscored default")
+    empty = {"mae_pct": None, "crps_pct": None, "mase": None, "coverage_10_90": None, "seconds_per_forecast": None,
+             "windows": 0}
+    return {
+        "symbol": validate_symbol(symbol),
+        "model": trial.model,
+        "config": {"name": trial.name, **trial.knobs, **runtime_knobs},
+        "validation": empty,
+        "test": empty,
+        "windows": layout.as_dict(),
+        "metadata": {
+            "model_id": model_id,
+            "model_revision": model_revision or "unknown",
+            "data_end": prices["timestamp"].iloc[-1].date().isoformat(),
+            "data_version": data_version(prices),
+            "seed": int(base_seed),
+            "search": {"method": "none: insufficient history", "trials": 0},
+            "baselines_on_test": {"persistence_mae_pct": None, "default_config_mae_pct": None, "selected_vs": {}},
+            "selection": {"tuned": False, "significant_vs_default": False, "reason": layout.reason},
+            "selected_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "code_version": code_version(),
+        },
+    }
 
 
 def best_document(con: duckdb.DuckDBPyConnection, symbol: str, documents: dict[str, dict]) -> dict | None:
@@ -119,6 +157,7 @@ def best_document(con: duckdb.DuckDBPyConnection, symbol: str, documents: dict[s
                          for model, doc in documents.items()},
             "persistence_val_mae_pct": row["persistence_val_mae_pct"],
             "persistence_test_mae_pct": row["persistence_test_mae_pct"],
+            "reason": row["choice_reason"],
             "code_version": winner["metadata"]["code_version"],
         },
     }

@@ -29,7 +29,7 @@ from . import code_version
 from .backtest import Trial
 from .data import FRAME_COLUMNS, data_version, validate_symbol
 from .files import atomic_write_parquet, remove_stale_temp_files
-from .windows import WindowSpec
+from .windows import LAYOUT_FIELDS, Layout, WindowSpec
 
 SWEEP_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_")
 
@@ -85,12 +85,20 @@ class TrialContext:
     model_revision: str = ""
     base_seed: int = 0
     run_id: str = ""
+    layout: Layout | None = None  # how ``spec`` was chosen for this history (None: requested as is)
 
     def key(self, trial: Trial) -> str:
         parts = [self.symbol, trial.model, trial.config_hash, self.data_version, json.dumps(self.spec.as_dict(),
                  sort_keys=True), self.model_revision, str(self.base_seed)]
         digest = hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
         return f"{trial.config_hash}-{digest}"
+
+    def layout_columns(self) -> dict:
+        """The layout's reason and evidence, stored on every row so marts and files can show them."""
+        layout = self.layout or Layout(self.spec, self.spec.min_bars, self.spec, self.spec.n_val > 0,
+                                       "requested layout")
+        described = layout.as_dict()
+        return {name: described[name] for name in LAYOUT_FIELDS}
 
 
 class Storage:
@@ -173,6 +181,7 @@ class Storage:
             n_test=ctx.spec.n_test,
             stride=ctx.spec.step,
             context=ctx.spec.context,
+            **ctx.layout_columns(),
             code_version=code_version(),
             run_id=ctx.run_id,
             written_at=pd.Timestamp(datetime.now(timezone.utc)).tz_convert(None),
@@ -225,6 +234,11 @@ class Storage:
                              "assets (job build_metrics) to rebuild it") from None
 
 
-def trial_context(symbol: str, prices: pd.DataFrame, spec: WindowSpec, **kwargs) -> TrialContext:
+def trial_context(symbol: str, prices: pd.DataFrame, spec: WindowSpec | Layout, **kwargs) -> TrialContext:
+    """The context of trials on ``prices``; given a :class:`Layout`, its spec and evidence."""
+    layout = spec if isinstance(spec, Layout) else Layout(spec, len(prices), spec, spec.n_val > 0, "requested layout")
+    if layout.spec is None:
+        raise ValueError(f"{layout.reason}; there are no windows to score trials on")
     return TrialContext(symbol=validate_symbol(symbol), data_version=data_version(prices),
-                        data_end=pd.Timestamp(prices["timestamp"].iloc[-1]), spec=spec, **kwargs)
+                        data_end=pd.Timestamp(prices["timestamp"].iloc[-1]), spec=layout.spec, layout=layout,
+                        **kwargs)

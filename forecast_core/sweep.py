@@ -129,14 +129,21 @@ def _probe(plan: DrawPlan, group: int, window: Windows, sample_counts: set[int])
 
 
 def summarize(rows: pd.DataFrame) -> pd.DataFrame:
-    """Mean metrics per config and split, best validation MAE% first (for metadata and the CLI)."""
+    """Mean metrics per config and split, best validation MAE% first (for metadata and the CLI).
+
+    Every column is present even when a split has no rows (comparison-only layouts have no
+    validation windows: their validation columns are NaN and their window count 0).
+    """
     if rows.empty:
         return rows
-    table = rows.pivot_table(index=["model", "config_name"], columns="split",
-                             values=["mae_pct", "crps_pct", "seconds"], aggfunc="mean")
+    keys = ["model", "config_name"]
+    table = rows.pivot_table(index=keys, columns="split", values=["mae_pct", "crps_pct"], aggfunc="mean")
     table.columns = [f"{split}_{metric}" for metric, split in table.columns]
-    counts = rows.groupby(["model", "config_name", "split"]).size().unstack("split").add_suffix("_windows")
-    table = table.join(counts).reset_index()
-    wanted = ["model", "config_name", "val_mae_pct", "test_mae_pct", "val_crps_pct", "test_crps_pct",
-              "val_windows", "test_windows", "val_seconds"]
-    return table.loc[:, [c for c in wanted if c in table]].sort_values("val_mae_pct").reset_index(drop=True)
+    counts = rows.groupby([*keys, "split"]).size().unstack("split").add_suffix("_windows")
+    seconds = rows.groupby(keys)["seconds"].mean().rename("seconds")
+    table = table.join(counts).join(seconds).reset_index()
+    wanted = [*keys, "val_mae_pct", "test_mae_pct", "val_crps_pct", "test_crps_pct", "val_windows", "test_windows",
+              "seconds"]
+    table = table.reindex(columns=wanted)
+    table[["val_windows", "test_windows"]] = table[["val_windows", "test_windows"]].fillna(0).astype(int)
+    return table.sort_values("val_mae_pct", na_position="last", kind="stable").reset_index(drop=True)

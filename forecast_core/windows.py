@@ -1,14 +1,18 @@
-"""Backtest windows and their validation/test split (brief §2).
+"""Backtest windows and their validation/test split (brief §2), and the layout a history allows.
 
 A window with origin ``t`` has context bars ``[t - context, t)`` and target bars ``[t, t + horizon)``.
 Origins are laid from the end of the series backwards by ``stride``: the last ``n_test`` windows are
 test (held out, never used to choose), the ``n_val`` before them are validation.
+
+A history shorter than the configured layout gets the richest layout it allows (:func:`plan_layout`),
+and a history too short for even the floors gets a comparison-only layout (defaults vs persistence on
+test windows) or none: "too short to tune" is an answer, not a failure.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -27,9 +31,11 @@ class WindowSpec:
     context: int = 512
 
     def __post_init__(self) -> None:
-        for field in ("horizon", "n_val", "n_test", "context"):
+        for field in ("horizon", "n_test", "context"):
             if getattr(self, field) < 1:
                 raise ValueError(f"window spec: {field} must be >= 1, got {getattr(self, field)}")
+        if self.n_val < 0:  # 0 only in comparison-only layouts (too short to tune)
+            raise ValueError(f"window spec: n_val must be >= 0, got {self.n_val}")
         if self.stride is not None and self.stride < 1:
             raise ValueError(f"window spec: stride must be >= 1, got {self.stride}")
 
@@ -112,7 +118,7 @@ def build_windows(frame: pd.DataFrame, spec: WindowSpec, symbol: str, base_seed:
         raise ValueError(
             f"{symbol}: {n} bars is too short for {spec.n_val} validation + {spec.n_test} test windows "
             f"of horizon {spec.horizon}, stride {spec.step} and context {spec.context} "
-            f"(needs {spec.min_bars}); lower n_val/n_test/context or provide more history"
+            f"(needs {spec.min_bars}); use plan_layout() for the layout this history allows, or provide more history"
         )
     count = spec.n_val + spec.n_test
     origins = np.array([n - spec.horizon - k * spec.step for k in range(count)][::-1], dtype=np.int64)
@@ -130,3 +136,141 @@ def build_windows(frame: pd.DataFrame, spec: WindowSpec, symbol: str, base_seed:
     )
     close = values[:, PRICE_COLUMNS.index("close")]
     return Windows(symbol, spec, origins, splits, stamps[origins], batch, close[tgt_idx], stamps[tgt_idx])
+
+
+# -- the layout a history allows ---------------------------------------------------------------------
+CONTEXT_STEP = 64  # Toto's patch size: a context of whole patches wastes no bars (Toto drops partial ones)
+MIN_CONTEXT = 128  # two Toto patches; also the lower end of Kronos's max_context range
+MIN_COMPARE_CONTEXT = 64  # one Toto patch: the least context a default-vs-persistence comparison uses
+MIN_VAL_WINDOWS = 4
+MIN_TEST_WINDOWS = 2
+MIN_STRIDE_FRACTION = 4  # stride may fall to horizon / 4 (consecutive targets then share 3/4 of their bars)
+# What a layout adds to brief §7's windows block; stored on every trial row and read back from them.
+LAYOUT_FIELDS = ("history_bars", "tunable", "layout_reason", "effective_val_windows", "effective_test_windows")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The windows one symbol's history gets, why, and how much evidence they carry.
+
+    ``spec`` is None when not even one comparison window fits. ``tunable`` is False for
+    comparison-only layouts (``n_val == 0``): each model keeps its default config.
+    """
+
+    requested: WindowSpec
+    bars: int
+    spec: WindowSpec | None
+    tunable: bool
+    reason: str
+
+    @property
+    def needed_to_tune(self) -> int:
+        return tuning_floor(self.requested).min_bars
+
+    def evidence(self) -> dict:
+        """Window counts, and the span of their targets in horizons: overlapping windows (stride < H)
+        carry less independent evidence than their count suggests."""
+        if self.spec is None:
+            return {"n_val": 0, "n_test": 0, "effective_val_windows": 0.0, "effective_test_windows": 0.0}
+        spec = self.spec
+
+        def span(count: int) -> float:
+            return round(((count - 1) * spec.step + spec.horizon) / spec.horizon, 3) if count else 0.0
+
+        return {"n_val": spec.n_val, "n_test": spec.n_test, "effective_val_windows": span(spec.n_val),
+                "effective_test_windows": span(spec.n_test)}
+
+    def as_dict(self) -> dict:
+        """The config files' ``windows`` block: brief §7's fields, then the layout's reason and evidence."""
+        spec = self.spec
+        return {
+            "n_val": spec.n_val if spec else 0,
+            "n_test": spec.n_test if spec else 0,
+            "forecast_horizon": self.requested.horizon,
+            "stride": spec.step if spec else self.requested.step,
+            "context": spec.context if spec else 0,
+            "history_bars": self.bars,
+            "tunable": self.tunable,
+            "layout_reason": self.reason,
+            **{k: v for k, v in self.evidence().items() if k.startswith("effective")},
+        }
+
+
+def tuning_floor(requested: WindowSpec) -> WindowSpec:
+    """The smallest layout still worth tuning on: every knob of ``requested`` at its floor."""
+    return WindowSpec(requested.horizon, min(requested.n_val, MIN_VAL_WINDOWS),
+                      min(requested.n_test, MIN_TEST_WINDOWS), _min_stride(requested),
+                      min(requested.context, MIN_CONTEXT))
+
+
+def _min_stride(spec: WindowSpec) -> int:
+    return min(spec.step, max(1, spec.horizon // MIN_STRIDE_FRACTION))
+
+
+def _largest_context(bars: int, spec: WindowSpec, floor: int) -> int | None:
+    """The longest context (whole CONTEXT_STEPs unless below one, never above the request) that fits."""
+    room = bars - (spec.min_bars - spec.context)
+    if room >= spec.context:
+        return spec.context
+    context = room // CONTEXT_STEP * CONTEXT_STEP if room >= CONTEXT_STEP else room
+    return context if context >= floor else None
+
+
+def plan_layout(bars: int, requested: WindowSpec) -> Layout:
+    """The richest layout ``bars`` allow, by one rule, each step taken only if the previous cannot fit:
+
+    1. the requested layout;
+    2. a shorter context, in whole Toto patches, down to ``MIN_CONTEXT``;
+    3. fewer windows (the larger of n_val and n_test first, test first on ties) down to
+       ``MIN_VAL_WINDOWS`` / ``MIN_TEST_WINDOWS``;
+    4. overlapping windows: the largest stride that fits, down to horizon / ``MIN_STRIDE_FRACTION``.
+    Below that the history is too short to tune: a comparison-only layout (test windows of each
+    model's default config and persistence, context down to ``MIN_COMPARE_CONTEXT``), or none.
+    Floors never exceed what was requested (a requested context of 64 stays 64).
+    """
+    floor = tuning_floor(requested)
+    if bars >= requested.min_bars:
+        return Layout(requested, bars, requested, True, "requested layout")
+    context = _largest_context(bars, requested, floor.context)
+    if context is not None:
+        spec = replace(requested, context=context)
+        return Layout(requested, bars, spec, True, _shortened(bars, requested, spec))
+    spec = replace(requested, context=floor.context)
+    while spec.n_val > floor.n_val or spec.n_test > floor.n_test:
+        shrink_test = spec.n_test >= spec.n_val and spec.n_test > floor.n_test or spec.n_val <= floor.n_val
+        spec = replace(spec, n_test=spec.n_test - 1) if shrink_test else replace(spec, n_val=spec.n_val - 1)
+        if bars >= spec.min_bars:
+            return Layout(requested, bars, spec, True, _shortened(bars, requested, spec))
+    room = bars - spec.context - spec.horizon
+    windows = spec.n_val + spec.n_test - 1
+    stride = room // windows if windows else spec.step
+    if stride >= floor.step:
+        spec = replace(spec, stride=min(stride, spec.step))
+        return Layout(requested, bars, spec, True, _shortened(bars, requested, spec))
+    reason = f"insufficient history: {bars} bars, tuning needs {floor.min_bars}"
+    compare = _comparison_layout(bars, requested)
+    if compare is None:
+        return Layout(requested, bars, None, False, f"{reason}; too short for any comparison window "
+                                                    f"(needs {MIN_COMPARE_CONTEXT + requested.horizon})")
+    return Layout(requested, bars, compare, False, f"{reason}; defaults compared with persistence on "
+                                                   f"{compare.n_test} test window(s)")
+
+
+def _comparison_layout(bars: int, requested: WindowSpec) -> WindowSpec | None:
+    """Test windows only, at the least stride, by the same order: context first (down to
+    ``MIN_COMPARE_CONTEXT``), then fewer windows (from the tuning floor's count down to one)."""
+    floor = tuning_floor(requested)
+    for count in range(floor.n_test, 0, -1):
+        spec = WindowSpec(requested.horizon, 0, count, floor.step, floor.context)
+        context = _largest_context(bars, spec, min(MIN_COMPARE_CONTEXT, requested.context))
+        if context is not None:
+            return replace(spec, context=context)
+    return None
+
+
+def _shortened(bars: int, requested: WindowSpec, spec: WindowSpec) -> str:
+    changed = [f"{name} {getattr(requested, name)}->{getattr(spec, name)}" for name in ("context", "n_val", "n_test")
+               if getattr(requested, name) != getattr(spec, name)]
+    if spec.step != requested.step:
+        changed.append(f"stride {requested.step}->{spec.step} (windows overlap)")
+    return f"shortened for {bars} bars (requested layout needs {requested.min_bars}): {', '.join(changed)}"

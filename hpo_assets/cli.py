@@ -17,16 +17,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from forecast_core.budgets import DEMO_KRONOS, DEMO_TOTO
 from forecast_core.configs import ConfigFileError
 from forecast_core.data import InvalidSymbolError, PriceDataError, validate_symbol
 from forecast_core.store import StoreError
 
 # Small enough for a CPU with the bundled tiny checkpoints; the assets' defaults are the full spaces.
-DEMO_TUNE_CONFIG = {"ops": {
-    "toto_sweep": {"config": {"sample_counts": [64, 256, 1024, 4096]}},
-    "kronos_sweep": {"config": {"presets": ["balanced"], "sample_counts": [8], "search_budget": 4,
-                                "search_sample_count": 8, "max_sample_count": 8}},
-}}
+DEMO_TUNE_CONFIG = {"ops": {"toto_sweep": {"config": DEMO_TOTO.run_config()},
+                            "kronos_sweep": {"config": DEMO_KRONOS.run_config()}}}
 
 
 def _instance():
@@ -97,20 +95,42 @@ def selected_table() -> pd.DataFrame:
             select b.symbol, b.model || case when m.winning_model = b.model then ' *' else '' end as model,
                    b.config_name as config, b.val_mae_pct, b.test_mae_pct,
                    b.test_mae_pct / nullif(p.test_mae_pct, 0) as test_vs_persistence,
-                   b.seconds_per_forecast as seconds, b.significant_vs_default as significant
+                   b.seconds_per_forecast as seconds, b.significant_vs_default as significant,
+                   b.val_windows || '/' || b.test_windows as "val/test windows", b.tunable as tuned
             from best_configs b
             left join leaderboard p on p.symbol = b.symbol and p.model = 'persistence'
             left join model_choice m on m.symbol = b.symbol
             union all
-            select symbol, model, config_name, val_mae_pct, test_mae_pct, 1.0, seconds_per_forecast, null
+            select symbol, model, config_name, val_mae_pct, test_mae_pct, 1.0, seconds_per_forecast, null,
+                   val_windows || '/' || test_windows, tunable
             from leaderboard where model = 'persistence'
             order by symbol, model
+        """).df()
+
+
+def layout_notes() -> pd.DataFrame:
+    """Per symbol whose layout is not the requested one: its windows and why (from the marts)."""
+    from forecast_core.selection import open_marts
+
+    with open_marts(_storage().storage().duckdb_path) as con:
+        return con.execute("""
+            select symbol, any_value(history_bars) as bars, any_value(context) as context,
+                   any_value(stride) as stride, any_value(layout_reason) as layout
+            from leaderboard where layout_reason <> 'requested layout'
+            group by symbol order by symbol
         """).df()
 
 
 def _print_table(frame: pd.DataFrame) -> None:
     with pd.option_context("display.max_rows", 500, "display.width", 200, "display.max_colwidth", 70):
         print(frame.round(3).to_string(index=False))
+
+
+def _print_selected(table: pd.DataFrame, notes: pd.DataFrame) -> None:
+    _print_table(table)
+    if not notes.empty:
+        print("\nwindow layouts shortened for short histories (tuned = False: too short, defaults kept):")
+        _print_table(notes)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -121,7 +141,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     failed = tune(symbols, DEMO_TUNE_CONFIG)
     print(f"\nselected configs (* = winning model; chosen on validation, test held out), "
           f"{time.perf_counter() - start:.0f}s:")
-    _print_table(selected_table())
+    _print_selected(selected_table(), layout_notes())
     print(f"\nconfig files: {Path(_storage().hyperparams_dir).resolve()}/{{toto,kronos,best}}/SYMBOL.json")
     print(f"Dagster instance: {os.environ['DAGSTER_HOME']} (run `make dev` to browse the runs)")
     return 1 if failed else 0
@@ -130,7 +150,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_tune(args: argparse.Namespace) -> int:
     symbols = [validate_symbol(s) for s in (args.stocks or [args.symbol])]
     failed = tune(symbols, DEMO_TUNE_CONFIG if args.budget == "demo" else None)
-    _print_table(selected_table().query("symbol in @symbols"))
+    _print_selected(selected_table().query("symbol in @symbols"), layout_notes().query("symbol in @symbols"))
     return 1 if failed else 0
 
 
@@ -141,14 +161,28 @@ def cmd_compare(args: argparse.Namespace) -> int:
     failed = []
     for symbol in symbols:
         try:
-            table = compare_symbol(symbol, args.forecast_horizon, args.use_stored_hyperparams, os.environ)
+            table, layout = compare_symbol(symbol, args.forecast_horizon, args.use_stored_hyperparams, os.environ)
         except (PriceDataError, ConfigFileError, StoreError, ValueError) as exc:
-            print(f"{symbol}: {exc}", file=sys.stderr)
+            print(f"error: {exc}", file=sys.stderr)
             failed.append(symbol)
             continue
         print(f"\n{symbol}, horizon {args.forecast_horizon} (ranked on validation; test held out):")
-        _print_table(table)
+        print(f"layout: {_describe(layout)}")
+        if table.empty:
+            print("no windows to score: each model keeps its default config")
+        else:
+            _print_table(table)
     return 1 if failed else 0
+
+
+def _describe(layout) -> str:
+    """One line: windows, context, stride and the layout's reason (its evidence)."""
+    if layout.spec is None:
+        return f"{layout.bars} bars; {layout.reason}"
+    spec, evidence = layout.spec, layout.evidence()
+    return (f"{layout.bars} bars, {spec.n_val} validation + {spec.n_test} test windows "
+            f"(spanning {evidence['effective_val_windows']:g} + {evidence['effective_test_windows']:g} horizons), "
+            f"context {spec.context}, stride {spec.step}; {layout.reason}")
 
 
 def cmd_add_symbols(args: argparse.Namespace) -> int:

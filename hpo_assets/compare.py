@@ -22,7 +22,7 @@ from forecast_core.search import KRONOS_DEFAULT, KRONOS_DEFAULT_AGGREGATE, TOTO_
 from forecast_core.store import trial_context
 from forecast_core.sweep import SingleDraw, run_sweep, summarize
 from forecast_core.tuning import KronosDraw
-from forecast_core.windows import WindowSpec, build_windows
+from forecast_core.windows import Layout, build_windows, plan_layout
 from resources import BacktestSettings, PriceSourceResource, StorageResource
 from resources.models import KronosRuntime, TotoRuntime
 
@@ -32,15 +32,23 @@ def _started(resource):
     return resource
 
 
-def compare_symbol(symbol: str, horizon: int, use_stored: bool, environ: Mapping[str, str]) -> pd.DataFrame:
+def compare_symbol(symbol: str, horizon: int, use_stored: bool,
+                   environ: Mapping[str, str]) -> tuple[pd.DataFrame, Layout]:
+    """The comparison table on the windows ``symbol``'s history allows, and that layout.
+
+    A history too short for any window gives an empty table (the layout's reason says why).
+    """
     overrides = env_overrides(environ)
     print(overrides.describe())
     storage = StorageResource()
     store = storage.storage()
     settings = BacktestSettings(horizon=horizon)
-    spec = WindowSpec(horizon, settings.n_val, settings.n_test, None, settings.context)
-    prices = validate_prices(PriceSourceResource().source().load(symbol), symbol, spec.min_bars)
+    prices = validate_prices(PriceSourceResource().source().load(symbol), symbol)
     store.write_prices(symbol, prices)
+    layout = plan_layout(len(prices), settings.spec())
+    if layout.spec is None:
+        return pd.DataFrame(), layout
+    spec = layout.spec
     windows = build_windows(prices, spec, symbol, settings.base_seed)
 
     toto_knobs = dict(TOTO_DEFAULT)
@@ -68,15 +76,15 @@ def compare_symbol(symbol: str, horizon: int, use_stored: bool, environ: Mapping
         ("toto", toto.model_revision, [SingleDraw(toto.forecaster, [toto_t])]),
         ("kronos", kronos.model_revision, [KronosDraw(kronos.forecaster, [sampling], [[kronos_t]])]),
     ):
-        ctx = trial_context(symbol, prices, spec, model_revision=revision, base_seed=settings.base_seed,
+        ctx = trial_context(symbol, prices, layout, model_revision=revision, base_seed=settings.base_seed,
                             run_id="cli-compare")
         run_sweep(store, sweep, ctx, windows, plans, progress=print)
-    keys = {trial_context(symbol, prices, spec, model_revision=r, base_seed=settings.base_seed).key(t)
+    keys = {trial_context(symbol, prices, layout, model_revision=r, base_seed=settings.base_seed).key(t)
             for t, r in ((persistence, ""), (toto_t, toto.model_revision), (kronos_t, kronos.model_revision))}
     rows = store.read_trials(symbol=symbol)
     table = summarize(rows[rows["trial_key"].isin(keys)])
     reference = table.loc[table["model"] == "persistence", "test_mae_pct"].iloc[0]
     table["test_vs_persistence"] = table["test_mae_pct"] / reference
-    columns = ["model", "config_name", "val_mae_pct", "test_mae_pct", "test_vs_persistence", "val_seconds"]
-    return table.loc[:, columns].rename(columns={"config_name": "config", "val_seconds": "seconds"})
+    columns = ["model", "config_name", "val_mae_pct", "test_mae_pct", "test_vs_persistence", "seconds"]
+    return table.reindex(columns=columns).rename(columns={"config_name": "config"}), layout
 

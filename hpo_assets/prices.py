@@ -12,14 +12,23 @@ from dagster import (
     asset,
 )
 
-from forecast_core.data import PriceDataError, blocking_failures, data_version, quality_checks, validate_symbol
+from forecast_core.data import (
+    CheckOutcome,
+    PriceDataError,
+    blocking_failures,
+    data_version,
+    quality_checks,
+    rejection_message,
+    validate_symbol,
+)
+from forecast_core.windows import plan_layout
 from resources import BacktestSettings, PriceSourceResource, StorageResource
 
 from .lib import symbols_partitions
 
-BLOCKING_CHECKS = ("sorted_unique_timestamps", "no_missing_prices", "positive_prices", "high_low_consistent",
-                   "enough_bars")
-WARNING_CHECKS = ("no_large_gaps", "no_suspected_splits")
+BLOCKING_CHECKS = ("sorted_unique_timestamps", "no_missing_prices", "positive_prices", "high_low_consistent")
+# A short history is stored like any other: it gets a smaller layout or "too short to tune" (a warning).
+WARNING_CHECKS = ("no_large_gaps", "no_suspected_splits", "enough_bars_to_tune")
 
 
 @asset(
@@ -35,16 +44,17 @@ def price_history(
     storage: StorageResource,
     backtest: BacktestSettings,
 ):
-    """Daily OHLCV bars of one symbol from the configured price source, normalised and validated.
+    """Daily OHLCV bars of one symbol from the configured price source, normalised, repaired as the
+    source's policy says (missing bars, splits; listed in the metadata) and validated.
 
     Data failing a blocking check is never stored: the previous good copy stays in place.
     """
     symbol = validate_symbol(context.partition_key)
     try:
-        frame = prices.source().load(symbol)
+        frame, report = prices.source().load_report(symbol)
     except PriceDataError as exc:
         raise Failure(description=str(exc)) from None
-    checks = quality_checks(frame, symbol, backtest.spec().min_bars)
+    checks = [*quality_checks(frame, symbol), _layout_check(len(frame), backtest)]
     for check in checks:
         yield AssetCheckResult(
             check_name=check.name,
@@ -55,10 +65,15 @@ def price_history(
         )
     failures = blocking_failures(checks)
     if failures:
-        raise Failure(description="price data rejected, nothing stored: " + "; ".join(c.description for c in failures))
+        raise Failure(description=rejection_message(symbol, failures, "price data rejected, nothing stored: "))
     path = storage.storage().write_prices(symbol, frame)
     version = data_version(frame)
-    context.log.info(f"{symbol}: stored {len(frame)} bars ending {frame['timestamp'].iloc[-1]:%Y-%m-%d} at {path}")
+    layout = plan_layout(len(frame), backtest.spec())
+    context.log.info(f"{symbol}: stored {len(frame)} bars ending {frame['timestamp'].iloc[-1]:%Y-%m-%d} at {path}; "
+                     f"windows: {layout.reason}")
+    repairs = report.metadata()
+    if "split_table" in repairs:
+        repairs["split_table"] = MetadataValue.md(repairs["split_table"])
     yield MaterializeResult(
         data_version=DataVersion(version),
         metadata={
@@ -69,5 +84,19 @@ def price_history(
             "source": prices.kind,
             "path": MetadataValue.path(str(path)),
             "last_close": float(frame["close"].iloc[-1]),
+            "layout_reason": layout.reason,
+            "tunable": layout.tunable,
+            **repairs,
         },
+    )
+
+
+def _layout_check(bars: int, backtest: BacktestSettings) -> CheckOutcome:
+    """Warns (never blocks) when the history is shorter than the requested layout needs."""
+    layout = plan_layout(bars, backtest.spec())
+    return CheckOutcome(
+        "enough_bars_to_tune", layout.tunable and layout.spec == layout.requested, False,
+        f"{bars} bars: {layout.reason}" if layout.tunable else f"{bars} bars: {layout.reason}; default configs kept",
+        {"bars": bars, "needed_for_requested_layout": layout.requested.min_bars,
+         "needed_to_tune": layout.needed_to_tune, "tunable": layout.tunable},
     )

@@ -17,13 +17,13 @@ from dagster import (
 
 from forecast_core.backtest import Trial, last_window_forecast
 from forecast_core.configs import write_config
-from forecast_core.search import kronos_config
-from forecast_core.selection import best_document, model_documents, open_marts
+from forecast_core.search import default_trials, kronos_config
+from forecast_core.selection import best_document, default_document, model_documents, open_marts
 from forecast_core.store import StoreError
 from forecast_core.kronos.forecaster import DEFAULT_TINY
 from forecast_core.toto import DEFAULT_TINY_DIR
 from forecast_core.tuning import with_config
-from forecast_core.windows import TEST, build_windows
+from forecast_core.windows import TEST, build_windows, plan_layout
 from resources import BacktestSettings, StorageResource
 from resources.models import KronosRuntime, TotoRuntime
 
@@ -67,16 +67,64 @@ def selected_configs(context: AssetExecutionContext, storage: StorageResource, b
     """
     symbol = context.partition_key
     root = Path(storage.hyperparams_dir)
+    store = storage.storage()
+    prices = store.read_prices(symbol)
+    layout = plan_layout(len(prices), backtest.spec())
+    model_ids = {"toto": _model_id(toto.source), "kronos": _model_id(kronos.source)}
+    runtime_knobs = {"toto": {"samples_per_batch": toto.samples_per_batch}}
+    if layout.spec is None:  # nothing could be scored: each model keeps its default, the files say why
+        revisions = {"toto": toto.model_revision, "kronos": kronos.model_revision}
+        documents = {model: default_document(symbol, trial, runtime_knobs.get(model, {}), layout, prices,
+                                             model_ids[model], revisions[model], backtest.base_seed)
+                     for model, trial in default_trials().items()}
+        best, board = None, pd.DataFrame()
+    else:
+        documents, best, board = _from_marts(storage, symbol, model_ids, runtime_knobs, backtest.base_seed)
+    written, set_aside = {}, []
+    for kind, document in [*documents.items(), ("best", best)]:
+        if document is None:
+            continue
+        path, aside = write_config(root, kind, symbol, document)
+        written[kind] = str(path)
+        if aside:
+            set_aside.append(str(aside))
+            context.log.warning(f"{symbol}: previous {kind} config failed validation; kept it as {aside}")
+    if not layout.tunable:
+        context.log.warning(f"{symbol}: {layout.reason}; each model keeps its default config")
+
+    table = pd.DataFrame([{"model": m, "config": d["config"]["name"], "val_mae_pct": d["validation"]["mae_pct"],
+                           "test_mae_pct": d["test"]["mae_pct"],
+                           "persistence_test_mae_pct": d["metadata"]["baselines_on_test"]["persistence_mae_pct"],
+                           "val_windows": d["windows"]["n_val"], "test_windows": d["windows"]["n_test"],
+                           "significant_vs_default": d["metadata"]["selection"]["significant_vs_default"],
+                           "reason": d["metadata"]["selection"]["reason"]} for m, d in documents.items()])
+    metadata = {
+        "winner": best["model"] if best else "none",
+        "selected": md_table(table),
+        "tuned": layout.tunable,
+        "layout_reason": layout.reason,
+        "val_windows": layout.evidence()["n_val"],
+        "test_windows": layout.evidence()["n_test"],
+        "files": MetadataValue.json(written),
+        "invalid_files_set_aside": MetadataValue.json(set_aside),
+    }
+    if layout.tunable and not board.empty:  # comparison-only layouts have no validation errors to plot
+        metadata["error_vs_config"] = _error_vs_config(board, {m: _hash_of(board, d) for m, d in documents.items()},
+                                                       symbol)
+    if layout.spec is not None:
+        metadata["forecast_fan_last_test_window"] = _forecast_fan(symbol, prices, layout, documents, backtest,
+                                                                  toto, kronos)
+    return MaterializeResult(metadata=metadata)
+
+
+def _from_marts(storage: StorageResource, symbol: str, model_ids: dict, runtime_knobs: dict, base_seed: int):
+    """(documents, best document, leaderboard rows) from the dbt marts, or a Failure saying what to run."""
     db = storage.storage().duckdb_path
     try:
         storage.storage().check_metrics_db()
         with open_marts(db) as con:
-            documents = model_documents(
-                con, symbol,
-                model_ids={"toto": _model_id(toto.source), "kronos": _model_id(kronos.source)},
-                runtime_knobs={"toto": {"samples_per_batch": toto.samples_per_batch}},
-                base_seed=backtest.base_seed,
-            )
+            documents = model_documents(con, symbol, model_ids=model_ids, runtime_knobs=runtime_knobs,
+                                        base_seed=base_seed)
             if not documents:
                 raise ValueError(f"{symbol}: no Toto or Kronos trials in the marts; run toto_sweep/kronos_sweep "
                                  "and dbt first")
@@ -90,19 +138,13 @@ def selected_configs(context: AssetExecutionContext, storage: StorageResource, b
         reason = str(exc).strip().splitlines()[0]
         raise Failure(description=f"{symbol}: no config files written: {db}: cannot read the dbt marts ({reason}); "
                                   "re-materialise the dbt assets (job build_metrics), then this asset") from None
-    written, set_aside = {}, []
-    for kind, document in [*documents.items(), ("best", best)]:
-        if document is None:
-            continue
-        path, aside = write_config(root, kind, symbol, document)
-        written[kind] = str(path)
-        if aside:
-            set_aside.append(str(aside))
-            context.log.warning(f"{symbol}: previous {kind} config failed validation; kept it as {aside}")
+    return documents, best, board
 
-    store = storage.storage()
-    prices = store.read_prices(symbol)
-    windows = build_windows(prices, backtest.spec(), symbol, backtest.base_seed)
+
+def _forecast_fan(symbol: str, prices: pd.DataFrame, layout, documents: dict, backtest: BacktestSettings,
+                  toto: TotoRuntime, kronos: KronosRuntime) -> MetadataValue:
+    """Each selected config's forecast fan vs the actuals on the last test window."""
+    windows = build_windows(prices, layout.spec, symbol, backtest.base_seed)
     last = windows.select(np.flatnonzero(windows.splits == TEST)[-1:])
     forecasts = {}
     for model, document in documents.items():
@@ -117,20 +159,8 @@ def selected_configs(context: AssetExecutionContext, storage: StorageResource, b
         forecasts[f"{model}: {config['name']}"] = last_window_forecast(last, paths, trial)
     origin = int(last.origins[0])
     history = prices.iloc[max(0, origin - 3 * windows.spec.horizon): origin]
-    table = pd.DataFrame([{"model": m, "config": d["config"]["name"], "val_mae_pct": d["validation"]["mae_pct"],
-                           "test_mae_pct": d["test"]["mae_pct"],
-                           "persistence_test_mae_pct": d["metadata"]["baselines_on_test"]["persistence_mae_pct"],
-                           "significant_vs_default": d["metadata"]["selection"]["significant_vs_default"],
-                           "reason": d["metadata"]["selection"]["reason"]} for m, d in documents.items()])
-    return MaterializeResult(metadata={
-        "winner": best["model"] if best else "none",
-        "selected": md_table(table),
-        "files": MetadataValue.json(written),
-        "invalid_files_set_aside": MetadataValue.json(set_aside),
-        "error_vs_config": _error_vs_config(board, {m: _hash_of(board, d) for m, d in documents.items()}, symbol),
-        "forecast_fan_last_test_window": plot_forecasts(history, next(iter(forecasts.values())), forecasts,
-                                                        f"{symbol}: selected configs, last test window"),
-    })
+    return plot_forecasts(history, next(iter(forecasts.values())), forecasts,
+                          f"{symbol}: selected configs, last test window")
 
 
 def _hash_of(board: pd.DataFrame, document: dict) -> str | None:

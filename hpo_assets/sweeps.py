@@ -8,22 +8,20 @@ from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataVa
 from pydantic import Field
 
 from forecast_core.backtest import Trial, last_window_forecast
-from forecast_core.forecasters import BASELINES, Forecaster
-from forecast_core.search import (
-    KRONOS_AGGREGATIONS,
-    KRONOS_DEFAULT,
-    KRONOS_PRESETS,
-    KRONOS_SAMPLE_COUNTS,
-    TOTO_AGGREGATIONS,
-    TOTO_SAMPLE_COUNTS,
-    kronos_config,
-    search_seed,
-    toto_grid,
+from forecast_core.budgets import (
+    BASELINE_TRIALS,
+    KronosBudget,
+    TotoBudget,
+    kronos_promoted,
+    kronos_sweep_plans,
+    toto_trials,
 )
+from forecast_core.forecasters import BASELINES, Forecaster
+from forecast_core.search import kronos_config, search_seed
 from forecast_core.store import Storage, TrialContext, trial_context
 from forecast_core.sweep import DrawPlan, SingleDraw, SweepResult, run_sweep, summarize
-from forecast_core.tuning import kronos_plans, kronos_search, toto_plans, with_config
-from forecast_core.windows import TEST, Windows, build_windows
+from forecast_core.tuning import toto_plans, with_config
+from forecast_core.windows import TEST, Layout, Windows, build_windows, plan_layout
 from resources import BacktestSettings, StorageResource
 from resources.models import KronosRuntime, TotoRuntime
 
@@ -31,21 +29,17 @@ from .lib import ACCELERATOR_OP_TAGS, ACCELERATOR_POOL, md_table, plot_forecasts
 from .models import kronos_model, toto_model
 from .prices import price_history
 
-BASELINE_TRIALS = {
-    "persistence": Trial("persistence"),
-    "seasonal_naive": Trial("seasonal_naive", {"period": BASELINES["seasonal_naive"].period}),
-    "drift": Trial("drift"),
-}
-
 
 @dataclass
 class SymbolSweep:
-    """What every sweep asset needs for one partition: prices, windows, trial identity, storage."""
+    """What every sweep asset needs for one partition: prices, the layout its history allows, its
+    windows and trial identity (None when not even a comparison window fits), storage."""
 
     store: Storage
     prices: pd.DataFrame
-    windows: Windows
-    ctx: TrialContext
+    layout: Layout
+    windows: Windows | None
+    ctx: TrialContext | None
 
     @classmethod
     def load(cls, context: AssetExecutionContext, storage: StorageResource, backtest: BacktestSettings,
@@ -53,11 +47,18 @@ class SymbolSweep:
         symbol = context.partition_key
         store = storage.storage()
         prices = store.read_prices(symbol)
-        spec = backtest.spec()
-        windows = build_windows(prices, spec, symbol, backtest.base_seed)
-        ctx = trial_context(symbol, prices, spec, model_revision=model_revision, base_seed=backtest.base_seed,
+        layout = plan_layout(len(prices), backtest.spec())
+        context.log.info(f"{symbol}: {layout.reason}")
+        if layout.spec is None:
+            return cls(store, prices, layout, None, None)
+        windows = build_windows(prices, layout.spec, symbol, backtest.base_seed)
+        ctx = trial_context(symbol, prices, layout, model_revision=model_revision, base_seed=backtest.base_seed,
                             run_id=context.run.run_id)
-        return cls(store, prices, windows, ctx)
+        return cls(store, prices, layout, windows, ctx)
+
+    @property
+    def tunable(self) -> bool:
+        return self.layout.tunable
 
     def run(self, context: AssetExecutionContext, sweep: str, plans: list[DrawPlan]) -> SweepResult:
         context.log.info(f"{self.ctx.symbol}: {sum(len(g) for p in plans for g in p.trials)} trials in "
@@ -82,16 +83,34 @@ class SymbolSweep:
         history = self.prices.iloc[max(0, origin - 3 * self.windows.spec.horizon): origin]
         return plot_forecasts(history, next(iter(forecasts.values())), forecasts, f"{self.ctx.symbol}: {title}")
 
+    def layout_metadata(self) -> dict:
+        """The layout, its reason and evidence: numeric entries so the UI can chart them over time."""
+        evidence = self.layout.evidence()
+        return {
+            "layout": MetadataValue.json({**self.layout.as_dict(), "requested": self.layout.requested.as_dict()}),
+            "layout_reason": self.layout.reason,
+            "tunable": self.layout.tunable,
+            "history_bars": self.layout.bars,
+            "val_windows": evidence["n_val"],
+            "test_windows": evidence["n_test"],
+            "effective_val_windows": evidence["effective_val_windows"],
+        }
+
     def metadata(self, result: SweepResult, summary: pd.DataFrame) -> dict:
         return {
             "leaderboard": md_table(summary.head(25)),
             "trials_computed": len(result.computed),
             "trials_skipped": len(result.skipped),
             "draw_seconds": round(result.seconds, 3),
-            "windows": {"val": int((self.windows.splits != TEST).sum()), "test": int((self.windows.splits == TEST).sum())},
+            **self.layout_metadata(),
             "data_version": self.ctx.data_version,
             "model_revision": self.ctx.model_revision,
         }
+
+    def nothing_to_score(self, context: AssetExecutionContext) -> MaterializeResult:
+        """Too short for any window: a normal outcome (the config files keep the defaults), not a failure."""
+        context.log.warning(f"{context.partition_key}: {self.layout.reason}; nothing scored")
+        return MaterializeResult(metadata={**self.layout_metadata(), "trials_computed": 0, "trials_skipped": 0})
 
 
 def _best(summary: pd.DataFrame, trials: list[Trial]) -> Trial:
@@ -103,6 +122,8 @@ def _best(summary: pd.DataFrame, trials: list[Trial]) -> Trial:
 def baseline_sweep(context: AssetExecutionContext, storage: StorageResource, backtest: BacktestSettings):
     """Persistence, seasonal-naive and drift on the same windows the models are scored on."""
     sweep = SymbolSweep.load(context, storage, backtest)
+    if sweep.windows is None:
+        return sweep.nothing_to_score(context)
     plans = [SingleDraw(BASELINES[name], [trial]) for name, trial in BASELINE_TRIALS.items()]
     result = sweep.run(context, "baseline", plans)
     summary = sweep.summary("baseline", list(BASELINE_TRIALS.values()))
@@ -111,18 +132,26 @@ def baseline_sweep(context: AssetExecutionContext, storage: StorageResource, bac
     return MaterializeResult(metadata={**sweep.metadata(result, summary), "last_test_window": plot})
 
 
+_TOTO = TotoBudget()
+
+
 class TotoSweepConfig(Config):
-    sample_counts: list[int] = Field(default=list(TOTO_SAMPLE_COUNTS), description="num_samples grid")
-    aggregations: list[str] = Field(default=list(TOTO_AGGREGATIONS), description="aggregation grid")
+    sample_counts: list[int] = Field(default=list(_TOTO.sample_counts), description="num_samples grid")
+    aggregations: list[str] = Field(default=list(_TOTO.aggregations), description="aggregation grid")
 
 
 @asset(partitions_def=symbols_partitions, deps=[price_history, toto_model], group_name="sweeps",
        kinds={"pytorch", "parquet"}, pool=ACCELERATOR_POOL, op_tags=ACCELERATOR_OP_TAGS)
 def toto_sweep(context: AssetExecutionContext, config: TotoSweepConfig, toto: TotoRuntime,
                storage: StorageResource, backtest: BacktestSettings):
-    """Toto's num_samples x aggregation grid (plus default and guide presets), scored from one draw."""
+    """Toto's num_samples x aggregation grid (plus default and guide presets), scored from one draw.
+
+    A history too short to tune scores only the default config (compared with persistence).
+    """
     sweep = SymbolSweep.load(context, storage, backtest, toto.model_revision)
-    trials = toto_grid(config.sample_counts, config.aggregations)
+    if sweep.windows is None:
+        return sweep.nothing_to_score(context)
+    trials = toto_trials(TotoBudget(**config.model_dump()), sweep.tunable)
     seen_reductions = len(toto.forecaster.reductions)
     result = sweep.run(context, "toto", toto_plans(toto.forecaster, trials))
     reductions = toto.forecaster.reductions[seen_reductions:]
@@ -134,40 +163,45 @@ def toto_sweep(context: AssetExecutionContext, config: TotoSweepConfig, toto: To
     return MaterializeResult(metadata={**meta, "last_test_window": plot})
 
 
+_KRONOS = KronosBudget()
+
+
 class KronosSweepConfig(Config):
-    presets: list[str] = Field(default=list(KRONOS_PRESETS), description="users' guide presets to score")
-    sample_counts: list[int] = Field(default=list(KRONOS_SAMPLE_COUNTS), description="sample_count prefixes")
-    aggregations: list[str] = Field(default=list(KRONOS_AGGREGATIONS))
-    search_budget: int = Field(default=24, description="TPE proposals scored on the cheap rung (0 = presets only)")
-    search_sample_count: int = Field(default=64, description="samples per proposal on the cheap rung")
-    rung_windows: int = Field(default=2, description="validation windows of the cheap rung")
-    keep_fraction: float = Field(default=1 / 3, description="share of proposals promoted to all windows")
-    max_sample_count: int = Field(default=0, description="cap on every config's sample_count, e.g. for CPU "
-                                  "demos (0 = none); stored configs carry the capped count they were scored with")
+    presets: list[str] = Field(default=list(_KRONOS.presets), description="users' guide presets to score")
+    sample_counts: list[int] = Field(default=list(_KRONOS.sample_counts), description="sample_count prefixes")
+    aggregations: list[str] = Field(default=list(_KRONOS.aggregations))
+    search_budget: int = Field(default=_KRONOS.search_budget,
+                               description="TPE proposals scored on the cheap rung (0 = presets only)")
+    search_sample_count: int = Field(default=_KRONOS.search_sample_count,
+                                     description="samples per proposal on the cheap rung")
+    rung_windows: int = Field(default=_KRONOS.rung_windows, description="validation windows of the cheap rung")
+    keep_fraction: float = Field(default=_KRONOS.keep_fraction,
+                                 description="share of proposals promoted to all windows")
+    max_sample_count: int = Field(default=_KRONOS.max_sample_count, description="cap on every config's "
+                                  "sample_count, e.g. for CPU demos (0 = none); stored configs carry the capped "
+                                  "count they were scored with")
 
 
 @asset(partitions_def=symbols_partitions, deps=[price_history, kronos_model], group_name="sweeps",
        kinds={"pytorch", "parquet"}, pool=ACCELERATOR_POOL, op_tags=ACCELERATOR_OP_TAGS)
 def kronos_sweep(context: AssetExecutionContext, config: KronosSweepConfig, kronos: KronosRuntime,
                  storage: StorageResource, backtest: BacktestSettings):
-    """Kronos: upstream default + guide presets, then TPE proposals promoted by successive halving."""
-    unknown = sorted(set(config.presets) - set(KRONOS_PRESETS))
-    if unknown:
-        raise ValueError(f"unknown Kronos presets {unknown}; known: {sorted(KRONOS_PRESETS)}")
+    """Kronos: upstream default + guide presets, then TPE proposals promoted by successive halving.
+
+    A history too short to tune scores only the default config (compared with persistence).
+    """
+    budget = KronosBudget(**config.model_dump())  # refuses unknown presets
     sweep = SymbolSweep.load(context, storage, backtest, kronos.model_revision)
+    if sweep.windows is None:
+        return sweep.nothing_to_score(context)
     forecaster = kronos.forecaster
-    cap = config.max_sample_count or None
-    configs = [KRONOS_DEFAULT, *(KRONOS_PRESETS[p] for p in config.presets)]
-    trace = []
-    if config.search_budget > 0:
+    promoted, trace = [], []
+    if sweep.tunable:
         seed = search_seed(sweep.ctx.symbol, sweep.ctx.data_version, sweep.ctx.base_seed)
-        promoted, trace = kronos_search(forecaster, sweep.windows, config.search_budget,
-                                        min(config.search_sample_count, cap or config.search_sample_count),
-                                        config.aggregations, config.rung_windows, config.keep_fraction, seed)
-        configs += promoted
-        context.log.info(f"TPE: {len(trace)} proposals on {config.rung_windows} validation windows, "
+        promoted, trace = kronos_promoted(forecaster, sweep.windows, budget, seed)
+        context.log.info(f"TPE: {len(trace)} proposals on {budget.rung_windows} validation windows, "
                          f"{len(promoted)} promoted to every window")
-    plans = kronos_plans(forecaster, configs, config.sample_counts, config.aggregations, cap)
+    plans = kronos_sweep_plans(forecaster, budget, sweep.tunable, promoted)
     trials = [t for plan in plans for group in plan.trials for t in group]
     result = sweep.run(context, "kronos", plans)
     summary = sweep.summary("kronos", trials)

@@ -157,9 +157,12 @@ def test_key_mismatch_is_reported_then_rebuilt(built, tmp_path):
 
 def test_parity_failure_blocks_and_resources_fall_back_to_eager(built, tmp_path):
     root, directory = copy_root(built, tmp_path)
-    assert compiled.read_manifest(directory, built["key"])["parity"]["error"] > 0  # so tolerance 0 must fail
+    # Compiled kernels may or may not round like eager ones (0 on some CPUs), so a real parity error
+    # cannot be relied on to exceed any tolerance: the compiled forecasts are made 1% off instead.
+    real_parity = compiled.parity_error
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DAGSTER_HOME", str(built["home"]))
+        patch.setattr(compiled, "parity_error", lambda c, e: real_parity([x * 1.01 for x in c], e))
         result = materialize([toto_model], instance=DagsterInstance.get(), raise_on_error=False,
                              resources={"toto": toto_runtime(root, parity_tolerance=0.0)})
     assert not result.success  # the blocking check failed the step

@@ -80,6 +80,39 @@ def test_adj_close_and_extra_index_columns_are_ignored(clean, tmp_path):
     _assert_same_bars(normalize_prices(table, "x.csv"), clean)
 
 
+def _with_adj_close(clean: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    """A CSV-like table whose Adj Close folds in two dividends (factor 0.96, then 0.98, then 1)."""
+    factor = np.where(clean.index < 20, 0.96, np.where(clean.index < 40, 0.98, 1.0))
+    raw = clean.rename(columns=str.capitalize).rename(columns={"Timestamp": "Date"})
+    raw["Adj Close"] = raw["Close"] * factor
+    return raw, factor
+
+
+def test_adj_close_is_scored_with_ohlc_scaled_alike_and_traded_value_kept(clean):
+    raw, factor = _with_adj_close(clean)
+    out = normalize_prices(raw, "x.csv", price_field="adj_close")
+    np.testing.assert_array_equal(out["close"].to_numpy(), raw["Adj Close"].to_numpy())
+    for col in ("open", "high", "low"):
+        np.testing.assert_allclose(out[col].to_numpy(), clean[col].to_numpy() * factor, rtol=1e-15)
+    np.testing.assert_allclose(out["volume"].to_numpy(), clean["volume"].to_numpy() / factor, rtol=1e-15)
+    np.testing.assert_array_equal(out["amount"].to_numpy(), clean["amount"].to_numpy())
+    assert not blocking_failures(quality_checks(out, "QQQ"))
+    _assert_same_bars(normalize_prices(raw, "x.csv"), clean)  # the default still ignores it
+
+
+def test_adj_close_without_the_column_is_a_clear_error(clean):
+    with pytest.raises(PriceDataError) as info:
+        normalize_prices(clean, "prices/ABC.csv", price_field="adj_close")
+    message = str(info.value)
+    assert "prices/ABC.csv" in message and "adj_close" in message and "'close'" in message
+    assert "price_field close" in message
+
+
+def test_unknown_price_field(clean):
+    with pytest.raises(ValueError, match="'price_field'.*close, adj_close"):
+        normalize_prices(clean, "x.csv", price_field="vwap")
+
+
 def test_yfinance_multiindex_columns(clean):
     raw = clean.drop(columns=["amount"]).set_index("timestamp").rename(columns=str.capitalize)
     raw.index.name = "Date"
@@ -164,21 +197,21 @@ def test_empty_frame():
 
 
 # -- quality checks --------------------------------------------------------------------------------------------
-def _failing(frame, min_bars=10):
-    return {c.name for c in blocking_failures(quality_checks(frame, "QQQ", min_bars))}
+def _failing(frame):
+    return {c.name for c in blocking_failures(quality_checks(frame, "QQQ"))}
 
 
-def _raises(frame, min_bars=10):
+def _raises(frame):
     with pytest.raises(PriceDataError) as info:
-        validate_prices(frame, "QQQ", min_bars)
+        validate_prices(frame, "QQQ")
     assert "QQQ" in str(info.value)
     return str(info.value)
 
 
 def test_clean_frame_passes_everything(clean):
-    checks = quality_checks(clean, "QQQ", 60)
+    checks = quality_checks(clean, "QQQ")
     assert all(c.passed for c in checks), [c.description for c in checks if not c.passed]
-    assert validate_prices(clean, "QQQ", 60) is clean
+    assert validate_prices(clean, "QQQ") is clean
 
 
 def test_duplicate_timestamps(clean):
@@ -233,23 +266,23 @@ def test_high_below_close(clean):
     assert "1 bars where high" in _raises(frame)
 
 
-def test_too_few_bars(clean):
-    assert _failing(clean, min_bars=61) == {"enough_bars"}
-    message = _raises(clean, min_bars=61)
-    assert "60 bars" in message and "61" in message
+def test_a_short_history_is_not_bad_data(clean):
+    """Length is the layout's business (plan_layout), never a data-quality failure."""
+    assert _failing(clean.iloc[:3]) == set()
 
 
 def test_every_problem_is_listed(clean):
     frame = pd.concat([clean.iloc[:20], clean.iloc[19:]], ignore_index=True)
     frame.loc[30, "close"] = np.nan
-    message = _raises(frame, min_bars=1000)
-    assert "duplicate" in message and "missing close" in message and "1000" in message
+    message = _raises(frame)
+    assert "duplicate" in message and "missing close" in message
+    assert message.count("QQQ") == 1 and message.startswith("QQQ: ")
 
 
 def _warnings_only(frame):
-    checks = quality_checks(frame, "QQQ", 10)
+    checks = quality_checks(frame, "QQQ")
     assert not blocking_failures(checks)
-    validate_prices(frame, "QQQ", 10)  # does not raise
+    validate_prices(frame, "QQQ")  # does not raise
     return {c.name: c for c in checks if not c.passed}
 
 

@@ -38,7 +38,7 @@ def test_price_checks_and_jobs_are_defined():
     graph = defs.resolve_asset_graph()
     checks = {k.name for k in graph.asset_check_keys if k.asset_key == AssetKey("price_history")}
     assert checks == {"sorted_unique_timestamps", "no_missing_prices", "positive_prices", "high_low_consistent",
-                      "enough_bars", "no_large_gaps", "no_suspected_splits"}
+                      "enough_bars_to_tune", "no_large_gaps", "no_suspected_splits"}
     for job in ("refresh_prices", "tune_symbol", "build_metrics", "select_configs"):
         assert defs.resolve_job_def(job) is not None
     for sensor in ("price_source_sensor", "stale_config_sensor"):

@@ -29,7 +29,7 @@ from dagster import AssetCheckSeverity, DagsterInstance, DagsterRunStatus, mater
 from forecast_core.backtest import draw, score_trials
 from forecast_core.configs import ConfigFileError, config_path, read_config, write_config
 from forecast_core.data import quality_checks
-from forecast_core.forecasters import BASELINES
+from forecast_core.forecasters import BASELINES, BATCH_RTOL
 from forecast_core.store import Storage, StoreError
 from forecast_core.windows import WindowSpec, build_windows
 from hpo_assets.lib import reclaim_dead_runs, register_symbols
@@ -187,7 +187,10 @@ def test_kill_9_mid_sweep_then_rerun_loses_and_duplicates_nothing(tuned):
         assert len(got) == WINDOWS and got["trial_key"].nunique() == 1
         assert got["origin_index"].tolist() == want["origin_index"].tolist()
         assert got["seed"].tolist() == want["seed"].tolist()
-        np.testing.assert_allclose(got["mae_pct"], want["mae_pct"], rtol=1e-6)
+        # A resumed plan decodes only its pending configs (another batch shape): paths agree within
+        # BATCH_RTOL of the price level, so MAE% (100 * MAE / mean |target|) within 100 * BATCH_RTOL
+        # times level / mean |target| (under 2 for these series), not bitwise on every CPU.
+        np.testing.assert_allclose(got["mae_pct"], want["mae_pct"], rtol=0, atol=100 * BATCH_RTOL * 2)
 
     # What dbt's staging sees: every trial once per window, nothing lost, nothing doubled.
     with duckdb.connect(str(store.duckdb_path), read_only=True) as con:
@@ -338,13 +341,15 @@ def _materialize_partition(symbol: str, home: str, storage_dir: str, csv_dir: st
         results.put((symbol, os.getpid(), False, traceback.format_exc()))
 
 
-def test_parallel_partitions_land_while_a_short_history_fails_alone(tmp_path, csv_dir, dagster_home):
+def test_parallel_partitions_land_while_a_gappy_history_fails_alone(tmp_path, csv_dir, dagster_home):
     good = ["AAA", "BBB", "CCC", "DDD"]
     for seed, symbol in enumerate(good[2:], start=3):
         make_prices(300, seed=seed).to_csv(csv_dir / f"{symbol}.csv", index=False)
-    make_prices(100, seed=9).to_csv(csv_dir / "SHORT.csv", index=False)  # needs 144 bars
+    gappy = make_prices(300, seed=9)
+    gappy.loc[[120, 121], "close"] = np.nan  # refused under the default missing policy, reject
+    gappy.to_csv(csv_dir / "GAPPY.csv", index=False)
     instance = DagsterInstance.get()
-    register_symbols(instance, [*good, "SHORT"])
+    register_symbols(instance, [*good, "GAPPY"])
     storage_dir = tmp_path / "st"
 
     context = multiprocessing.get_context("forkserver")
@@ -352,7 +357,7 @@ def test_parallel_partitions_land_while_a_short_history_fails_alone(tmp_path, cs
     results = context.Queue()
     procs = [context.Process(target=_materialize_partition,
                              args=(s, str(dagster_home), str(storage_dir), str(csv_dir), results))
-             for s in [*good, "SHORT"]]
+             for s in [*good, "GAPPY"]]
     for proc in procs:
         proc.start()
     outcomes = {}
@@ -363,19 +368,20 @@ def test_parallel_partitions_land_while_a_short_history_fails_alone(tmp_path, cs
         proc.join(timeout=60)
     assert len({pid for pid, _, _ in outcomes.values()}) == 5  # five processes
     assert {s for s, (_, ok, _) in outcomes.items() if ok} == set(good), outcomes
-    message = outcomes["SHORT"][2]
-    assert "SHORT: 100 bars, but the configured windows need 144" in message
-    assert "provide more history or lower context, n_val or n_test" in message
+    message = outcomes["GAPPY"][2]
+    day = gappy.loc[120, "timestamp"].date()
+    assert f"GAPPY: price data rejected, nothing stored: 2 bars with missing (NaN or infinite) OHLC, first on {day}" \
+        in message
 
     statuses = {r.dagster_run.tags["dagster/partition"]: r.dagster_run.status for r in instance.get_run_records()}
-    assert statuses == {**{s: DagsterRunStatus.SUCCESS for s in good}, "SHORT": DagsterRunStatus.FAILURE}
+    assert statuses == {**{s: DagsterRunStatus.SUCCESS for s in good}, "GAPPY": DagsterRunStatus.FAILURE}
     store = Storage(storage_dir)
     rows = store.read_trials("baseline")
     assert sorted(rows["symbol"].unique()) == good
     assert len(rows) == len(good) * len(BASELINE_TRIALS) * WINDOWS
     assert not rows.duplicated(["symbol", "config_hash", "origin_index"]).any()
-    assert not store.prices_path("SHORT").exists()
-    assert not (store.trials_dir / "sweep=baseline" / "symbol=SHORT").exists()
+    assert not store.prices_path("GAPPY").exists()
+    assert not (store.trials_dir / "sweep=baseline" / "symbol=GAPPY").exists()
 
 
 # -- odd prices ---------------------------------------------------------------------------------------------
@@ -408,7 +414,7 @@ def test_tiny_huge_split_and_zero_volume_prices_give_sane_scale_free_metrics():
     metrics = ["mae_pct", "mase", "crps_pct", "coverage_10_90"]
     for factor in (1e-4, 1e5):
         frame = _scaled(odd, factor)
-        checks = {c.name: c for c in quality_checks(frame, "ODD", SPEC.min_bars)}
+        checks = {c.name: c for c in quality_checks(frame, "ODD")}
         assert all(c.passed for c in checks.values() if c.blocking), checks
         assert not checks["no_suspected_splits"].passed and not checks["no_suspected_splits"].blocking
         with np.errstate(divide="raise", invalid="raise", over="raise"):
@@ -449,8 +455,9 @@ def test_missing_volume_blocks_the_partition_and_names_the_bar(tmp_path, csv_dir
     assert check.metadata["missing_volume_bars"].value == 3
     message = _failure_message(result)
     day = frame.loc[40, "timestamp"].date()
-    assert f"AAA: 3 bars with missing volume/amount, first on {day} (NaN or infinite)" in message
-    assert "fill them in the source (volume 0 where nothing traded) or drop those bars" in message
+    assert f"AAA: price data rejected, nothing stored: 3 bars with missing (NaN or infinite) volume/amount, " \
+           f"first on {day}" in message
+    assert "fill them in the source (volume 0 where nothing traded), or set the price source's missing policy" in message
     assert (tmp_path / "st" / "prices" / "AAA.parquet").read_bytes() == before
 
     # A source without any volume column is documented to mean volume 0 (and amount 0): accepted.

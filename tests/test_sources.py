@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from forecast_core.data import FRAME_COLUMNS, PriceDataError, validate_prices
-from forecast_core.sources import CsvDirectorySource, EmbeddedSource, YFinanceSource, make_source
-from forecast_core.windows import WindowSpec
+from forecast_core.repairs import PricePolicy
+from forecast_core.sources import CsvDirectorySource, EmbeddedSource, YFinanceSource, _embedded_table, make_source
 from tests.synthetic import make_prices
 
 EMBEDDED = ["AAPL", "AMZN", "GOOG", "META", "NFLX", "NVDA"]
@@ -28,7 +28,7 @@ def test_embedded_loads_full_clean_history(symbol):
     assert list(frame.columns) == list(FRAME_COLUMNS)
     assert frame["timestamp"].iloc[0] == pd.Timestamp("2013-01-02")
     assert frame["timestamp"].iloc[-1] == pd.Timestamp("2023-09-21")
-    assert validate_prices(frame, symbol, WindowSpec().min_bars) is frame
+    assert validate_prices(frame, symbol) is frame
     # amount is derived from volume and OHLC (the file has none)
     expected = frame["volume"] * frame[["open", "high", "low", "close"]].mean(axis=1)
     np.testing.assert_allclose(frame["amount"], expected, rtol=1e-12)
@@ -47,8 +47,21 @@ def test_embedded_fingerprint_per_symbol():
 
 
 def test_embedded_unknown_symbol():
-    with pytest.raises(PriceDataError, match="TSLA"):
+    with pytest.raises(PriceDataError, match="TSLA") as info:
         EmbeddedSource().load("TSLA")
+    assert str(info.value).count("TSLA") == 1
+
+
+def test_embedded_adj_close_is_the_adjusted_column():
+    raw = _embedded_table()
+    raw = raw[raw["symbol"] == "AAPL"].reset_index(drop=True)
+    frame = EmbeddedSource(PricePolicy(price_field="adj_close")).load("AAPL")
+    np.testing.assert_array_equal(frame["close"].to_numpy(), raw["adjusted"].to_numpy())
+    factor = raw["adjusted"] / raw["close"]
+    assert factor.min() < 0.9  # dividends folded in
+    np.testing.assert_allclose(frame["open"], raw["open"] * factor, rtol=1e-15)
+    np.testing.assert_allclose(frame["volume"], raw["volume"] / factor, rtol=1e-15)
+    assert validate_prices(frame, "AAPL") is frame
 
 
 # -- csv directory ---------------------------------------------------------------------------------------------
@@ -64,7 +77,7 @@ def test_csv_dir_lists_and_loads_both_layouts(csv_dir):
         np.testing.assert_array_equal(got["timestamp"].to_numpy(), ref["timestamp"].to_numpy())
         np.testing.assert_allclose(got[list(FRAME_COLUMNS[1:])].to_numpy(), ref[list(FRAME_COLUMNS[1:])].to_numpy(),
                                    rtol=1e-12)
-        assert validate_prices(got, "X", 300) is got
+        assert validate_prices(got, "X") is got
     assert source.path("bbb").name == "bbb.csv"
 
 
@@ -112,6 +125,28 @@ def test_csv_dir_missing_symbol_and_unsafe_symbol(csv_dir):
     assert "CCC" in str(info.value) and str(csv_dir) in str(info.value)
     with pytest.raises(ValueError):
         source.load("../AAA")
+
+
+def test_sources_apply_their_policy_in_load(csv_dir):
+    frame = make_prices(300, seed=1)
+    frame.loc[[10, 11], "close"] = np.nan
+    frame.to_csv(csv_dir / "AAA.csv", index=False)
+    with pytest.raises(PriceDataError, match="AAA: 2 bars with missing"):
+        validate_prices(CsvDirectorySource(csv_dir).load("AAA"), "AAA")
+    for policy, bars in ((PricePolicy(missing="ffill"), 300), (PricePolicy(missing="drop"), 298)):
+        source = make_source("csv_dir", str(csv_dir), policy=policy)
+        assert source.policy == policy
+        loaded, report = source.load_report("aaa")
+        assert len(loaded) == bars and len(report.changed) == 2
+        pd.testing.assert_frame_equal(source.load("AAA"), loaded)
+        assert validate_prices(loaded, "AAA") is loaded
+
+
+def test_csv_dir_adj_close(csv_dir):
+    frame = CsvDirectorySource(csv_dir, PricePolicy(price_field="adj_close")).load("BBB")  # Adj Close == Close
+    np.testing.assert_allclose(frame["close"], make_prices(300, seed=2, calendar="D", price=0.5)["close"], rtol=1e-12)
+    with pytest.raises(PriceDataError, match="adj_close"):
+        CsvDirectorySource(csv_dir, PricePolicy(price_field="adj_close")).load("AAA")
 
 
 def test_make_source_kinds(csv_dir):
@@ -163,3 +198,23 @@ def test_yfinance_multiindex_download_is_normalised(monkeypatch):
     frame = YFinanceSource(["NVDA"]).load("NVDA")
     np.testing.assert_allclose(frame["close"].to_numpy(), ref["close"].to_numpy())
     np.testing.assert_array_equal(frame["timestamp"].to_numpy(), ref["timestamp"].to_numpy())
+
+
+def test_yfinance_adj_close_downloads_raw_bars_and_adjusts_them_here(monkeypatch):
+    ref = make_prices(30, seed=3)
+    calls = []
+
+    class _Fake:
+        @staticmethod
+        def download(symbol, **kwargs):
+            calls.append(kwargs["auto_adjust"])
+            raw = ref.drop(columns=["amount"]).set_index("timestamp").rename(columns=str.capitalize)
+            if not kwargs["auto_adjust"]:
+                raw["Adj Close"] = raw["Close"] * 0.5
+            return raw
+
+    monkeypatch.setitem(sys.modules, "yfinance", _Fake)
+    frame = YFinanceSource(["NVDA"], policy=PricePolicy(price_field="adj_close")).load("NVDA")
+    np.testing.assert_array_equal(frame["close"].to_numpy(), ref["close"].to_numpy() * 0.5)
+    YFinanceSource(["NVDA"]).load("NVDA")
+    assert calls == [False, True]

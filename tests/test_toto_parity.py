@@ -158,6 +158,7 @@ def test_we_read_upstream_checkpoints_and_upstream_reads_ours(tmp_path):
 
     ours.save(tmp_path / "ours")
     reread = Toto.load_from_checkpoint(str(tmp_path / "ours"), strict=True).eval()
+    # the same upstream code on the same shapes with the weights copied exactly: bitwise
     torch.testing.assert_close(their_mean(reread, context, horizon), their_mean(theirs, context, horizon),
                                rtol=0, atol=0)
 

@@ -10,7 +10,15 @@ import pytest
 
 from forecast_core.backtest import Trial, draw, score_trials
 from forecast_core.forecasters import BASELINES, PRICE_COLUMNS, ContextBatch, Persistence
-from forecast_core.windows import TEST, VALIDATION, WindowSpec, build_windows, future_calendar, window_seed
+from forecast_core.windows import (
+    TEST,
+    VALIDATION,
+    WindowSpec,
+    build_windows,
+    future_calendar,
+    plan_layout,
+    window_seed,
+)
 from tests.conftest import TINY_BACKTEST
 from tests.leakage import assert_no_leakage, garbage_after
 from tests.synthetic import make_prices
@@ -66,10 +74,82 @@ def test_min_bars_is_exactly_enough_and_error_names_symbol_and_bars():
     assert "SHORTY" in message and "144" in message and "143" in message
 
 
-@pytest.mark.parametrize("field", ["horizon", "n_val", "n_test", "context", "stride"])
+@pytest.mark.parametrize("field", ["horizon", "n_test", "context", "stride"])
 def test_spec_rejects_non_positive_fields(field):
     with pytest.raises(ValueError, match=field):
         WindowSpec(**{field: 0})
+
+
+def test_spec_allows_no_validation_windows_only_for_comparisons():
+    assert WindowSpec(n_val=0).min_bars == 512 + 7 * 64 + 64
+    with pytest.raises(ValueError, match="n_val"):
+        WindowSpec(n_val=-1)
+
+
+# -- the layout a history allows --------------------------------------------------------------------------
+REQUESTED = WindowSpec()  # horizon 64, 8 + 8 windows, context 512: needs 1536 bars
+
+
+def _shape(layout):
+    spec = layout.spec
+    return None if spec is None else (spec.context, spec.n_val, spec.n_test, spec.step)
+
+
+@pytest.mark.parametrize("bars, shape, tunable", [
+    (1536, (512, 8, 8, 64), True),  # the requested layout, untouched
+    (5000, (512, 8, 8, 64), True),
+    (1300, (256, 8, 8, 64), True),  # 1. context shrinks in whole Toto patches
+    (1100, (128, 8, 7, 64), True),  # 2. then windows: test first on ties, then the larger count
+    (700, (128, 4, 4, 64), True),
+    (300, (128, 4, 2, 21), True),  # 3. then windows overlap (stride < horizon)
+    (272, (128, 4, 2, 16), True),  # the tuning floor exactly
+    (271, (128, 0, 2, 16), False),  # too short to tune: defaults vs persistence on test windows
+    (254, (128, 0, 2, 16), False),
+    (196, (64, 0, 2, 16), False),
+    (128, (64, 0, 1, 16), False),
+    (127, None, False),  # not even one comparison window
+])
+def test_layout_rule_on_short_histories(bars, shape, tunable):
+    layout = plan_layout(bars, REQUESTED)
+    assert _shape(layout) == shape and layout.tunable is tunable
+    if layout.spec is not None:
+        assert layout.spec.min_bars <= bars  # it fits
+        w = build_windows(make_prices(bars), layout.spec, "AAA")
+        assert len(w) == layout.spec.n_val + layout.spec.n_test and w.origins[-1] + 64 == bars
+    assert layout.needed_to_tune == 272
+    if not tunable:
+        assert layout.reason.startswith(f"insufficient history: {bars} bars, tuning needs 272")
+
+
+def test_layout_is_the_richest_at_each_step():
+    """One bar fewer than a layout needs moves to the next step; every intermediate bar count fits."""
+    for bars in range(100, 1600, 7):
+        layout = plan_layout(bars, REQUESTED)
+        if layout.spec is None:
+            continue
+        assert layout.spec.min_bars <= bars
+        if layout.spec.context < 512 and layout.spec.n_val == 8:  # context was shrunk as little as possible
+            assert layout.spec.min_bars + 64 > bars
+
+
+def test_layout_evidence_counts_overlap_and_states_the_reason():
+    layout = plan_layout(300, REQUESTED)
+    evidence = layout.evidence()
+    assert evidence["n_val"] == 4 and evidence["effective_val_windows"] == pytest.approx((3 * 21 + 64) / 64, abs=1e-3)
+    described = layout.as_dict()
+    assert described["tunable"] and described["history_bars"] == 300 and described["stride"] == 21
+    assert "stride 64->21 (windows overlap)" in described["layout_reason"]
+    assert plan_layout(2000, REQUESTED).as_dict()["layout_reason"] == "requested layout"
+
+
+def test_layout_serves_short_horizons_and_never_raises_floors_above_the_request():
+    short_horizon = plan_layout(254, WindowSpec(horizon=16))  # hpo compare --forecast-horizon 16
+    assert short_horizon.tunable and _shape(short_horizon) == (128, 4, 3, 16)
+    tiny = WindowSpec(horizon=16, n_val=3, n_test=2, context=64)  # below every floor already
+    assert plan_layout(144, tiny).spec == tiny
+    assert plan_layout(100, tiny).reason.endswith("stride 16->5 (windows overlap)")
+    fallback = plan_layout(80, tiny)
+    assert not fallback.tunable and fallback.spec.context <= 64 and fallback.spec.n_val == 0
 
 
 # -- seeds --------------------------------------------------------------------------------------------------

@@ -20,6 +20,8 @@
         null::varchar as sweep, null::varchar as trial_key, null::varchar as data_version,
         null::timestamp as data_end, null::varchar as model_revision, null::bigint as horizon,
         null::bigint as n_val, null::bigint as n_test, null::bigint as stride, null::bigint as context,
+        null::bigint as history_bars, null::boolean as tunable, null::varchar as layout_reason,
+        null::double as effective_val_windows, null::double as effective_test_windows,
         null::varchar as code_version, null::varchar as run_id, null::timestamp as written_at
     ) where false
   {%- endif %}

@@ -13,10 +13,12 @@ Two ways to draw a token from the filtered distribution (see :class:`RowUniforms
   exactly what upstream does (same generator state -> same tokens), so the parity tests use it, but
   the numbers a row gets depend on every other row in the batch.
 * inverse-CDF sampling with one uniform per (row, step, s1/s2) taken from :class:`RowUniforms`, which
-  derives them from the row's window seed and sample index only. A row's path then does not depend on
-  how windows are batched, on the other configs decoded alongside, or on ``sample_count`` (smaller
-  counts are prefixes of larger ones), and sample ``j`` of every config uses the same numbers
-  (common random numbers make config comparisons less noisy). This is the default.
+  derives them from the row's window seed and sample index only. A row's random numbers then do not
+  depend on how windows are batched, on the other configs decoded alongside, or on ``sample_count``
+  (smaller counts are prefixes of larger ones), and sample ``j`` of every config uses the same numbers
+  (common random numbers make config comparisons less noisy). This is the default. Its tokens are the
+  same too unless the logits' rounding, which does depend on the batch shape, moves a boundary across
+  a draw; see "Reproducibility" in :mod:`forecast_core.kronos.forecaster`.
 """
 
 from __future__ import annotations

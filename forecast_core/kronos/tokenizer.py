@@ -110,7 +110,8 @@ class KronosTokenizer(nn.Module):
         """Tokens -> the quantised vectors, entries +-1/sqrt(codebook_dim)."""
         c = self.config
         bits = torch.cat((index_to_bits(s1, c.s1_bits), index_to_bits(s2, c.s2_bits)), dim=-1)
-        return (bits.float() * 2 - 1) / c.codebook_dim ** 0.5
+        # times the reciprocal, as upstream: dividing rounds differently for some sizes (6, 7, 17, 18, 21, ...)
+        return (bits.float() * 2 - 1) * (1.0 / c.codebook_dim ** 0.5)
 
     @torch.no_grad()
     def decode(self, s1: torch.Tensor, s2: torch.Tensor) -> torch.Tensor:

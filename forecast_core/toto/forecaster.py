@@ -13,11 +13,38 @@ How: each window's context (its close, univariate) is encoded once; every sample
 that cache. The first future patch needs no further network pass (its mixture comes from the
 last context position); later patches decode one patch per path in chunks of
 ``samples_per_batch``. Draws come from per-block ``torch.Generator`` streams keyed by the
-window seed (see :mod:`.sampling`), so paths do not depend on ``samples_per_batch`` or on how
-windows are batched, and fewer samples give a prefix of more.
+window seed (see :mod:`.sampling`): sample path ``i`` of a window gets the same random numbers
+whatever ``samples_per_batch`` is, however windows are batched, and for any ``num_samples > i``.
 
-``num_samples`` is never changed: if a chunk runs out of memory the chunk is halved (results are
-unchanged) and ``last_run`` records it; at chunk size 1 the error is raised.
+What is reproducible, exactly:
+
+- Bitwise: the same call again (same windows batched the same way, same ``num_samples``,
+  ``samples_per_batch`` and ``context_length``) on the same machine, torch build and thread and
+  dispatch settings (``ATEN_CPU_CAPABILITY``, ``MKL_ENABLE_INSTRUCTIONS``); and a window's paths
+  whatever the *values* of the other windows in a batch of the same shape (what the no-leakage
+  test relies on). Every tensor then has the same shape, so the same kernels run in the same order.
+- Within :data:`forecast_core.forecasters.BATCH_RTOL` of the window's price level (the largest ``|close|`` of its context),
+  not bitwise: the same paths with another ``samples_per_batch`` (including chunks halved after
+  running out of memory), with fewer samples (a prefix of more), or with the window forecast alone
+  instead of inside a batch. These change the number of rows each network pass sees, and BLAS
+  and ATen's vectorised kernels choose blocking, vector-body/tail splits and thread partitions
+  by shape, and do so differently per CPU (measured: bitwise on one AVX-512 Xeon for chunking
+  but not for window batching, through ``softplus``'s scalar tail; bitwise with
+  ``ATEN_CPU_CAPABILITY=avx2`` or ``default``). Padding rows to ``MIN_ROWS`` keeps small calls on
+  the large-call kernels, which makes such differences rarer; it guarantees nothing. Those
+  float32 rounding differences feed back through later patches and grow with the size of a
+  heavy-tailed draw. Measured (float32 weights, relative to the price level): window batching
+  <= 2.5e-7 (16 windows x 512 paths x 40 steps, small random model); AVX-512 vs ``default``
+  kernels, the same forecasts <= 2.3e-6 (8 x 256 x 192, shipped tiny model); the issue's EPYC
+  report 6.8e-6 on prices near 140 (4.9e-8). A wrong seed or sample index moves every path by
+  more than 7e-2 of the level. The bound is measured, not proven: a path can also leave it when a
+  mixture-component uniform lies within rounding (~1e-7) of a cumulative-weight boundary, which
+  then picks another component for that step. The bound is for float32 weights; bfloat16 rounds
+  65,536 times coarser and no bound is claimed for it.
+
+``num_samples`` is never changed: if a chunk runs out of memory the chunk is halved (paths
+unchanged within :data:`forecast_core.forecasters.BATCH_RTOL`) and ``last_run`` records it; at chunk size 1 the error is
+raised.
 """
 
 from __future__ import annotations
@@ -163,9 +190,10 @@ class TotoForecaster:
     def _rollout(self, encoded: Encoded, windows: int, samples: int, patches: int, draw) -> np.ndarray:
         """Generate ``patches`` patches for ``samples`` paths per window; ``draw`` gives scaled values.
 
-        Rows (window-major) are padded to ``MIN_ROWS`` so every row goes through the same BLAS
-        kernels whatever the chunk size (fewer rows select different kernels and round differently).
-        Sampling runs on the CPU in float64 whatever the model's device and dtype.
+        Rows (window-major) are padded to ``MIN_ROWS``: very small matrices select other BLAS kernels
+        (measured: one row rounds differently from two or more on AVX-512 MKL). This keeps small
+        chunks on the kernels large ones use; it does not make rows independent of the row count
+        (see :data:`forecast_core.forecasters.BATCH_RTOL`). Sampling runs on the CPU in float64 whatever the model's device and dtype.
         """
         device = self.model.device
         rows_needed = windows * samples

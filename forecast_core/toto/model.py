@@ -31,8 +31,11 @@ MIXTURE_CLASS = "<class 'model.distribution.MixtureOfStudentTsOutput'>"
 MIN_SCALE = 0.1  # upstream CausalPatchStdMeanScaler default; not part of config.json
 XPOS_SCALE_BASE = 512.0  # rotary-embedding-torch default used by upstream
 ROPE_THETA = 10000.0
-# CPU BLAS picks other kernels (other rounding) for matrices of fewer than 8 rows; padding every
-# matmul to at least this many rows makes a row's result independent of how rows are batched.
+# CPU BLAS picks other kernels (other rounding) for very small matrices (measured on AVX-512 MKL: one
+# row rounds differently from two or more). Padding network passes to at least this many rows keeps
+# small calls on the kernels large ones use. It does not make a row's result independent of the row
+# count: kernels also split work by shape (vector body vs scalar tail of elementwise ops, blocking,
+# threads), per CPU. The guarantee that holds is stated in forecaster.py (BATCH_RTOL).
 MIN_ROWS = 16
 # Keys that carry no architecture (upstream kernels / legacy flags): accepted and ignored.
 _IGNORED_CONFIG_KEYS = {"use_memory_efficient_attention", "pre_xformers_checkpoint"}

@@ -1,16 +1,19 @@
 -- The selected config per (symbol, model), chosen on validation only.
 -- The best validation config must beat the model's default config with a paired bootstrap 95%
--- interval of the per-window MAE% difference entirely below zero; otherwise the cheaper of the two
--- (fewer seconds per forecast) is selected and the row says the gain was not significant.
+-- interval of the per-window MAE% difference entirely below zero (a circular block bootstrap when
+-- windows overlap); otherwise the cheaper of the two (fewer seconds per forecast) is selected and the
+-- row says the gain was not significant. A history too short to tune has no validation windows:
+-- the default config is kept, and the row carries the layout's reason.
 with candidates as (
     select * from {{ ref('leaderboard') }}
-    where model not in ('persistence', 'seasonal_naive', 'drift') and val_mae_pct is not null
+    where model not in ('persistence', 'seasonal_naive', 'drift')
 ),
 
 best as (
     select * from candidates
     qualify row_number() over (
-        partition by symbol, model order by val_mae_pct, seconds_per_forecast, config_name
+        partition by symbol, model
+        order by val_mae_pct nulls last, is_default desc, seconds_per_forecast, config_name
     ) = 1
 ),
 
@@ -19,7 +22,7 @@ defaults as (
 ),
 
 val_pairs as (
-    select b.symbol, b.model, v.origin_index, v.mae_pct - dv.mae_pct as diff
+    select b.symbol, b.model, v.origin_index, v.block_length, v.mae_pct - dv.mae_pct as diff
     from best as b
     inner join defaults as d on d.symbol = b.symbol and d.model = b.model
     inner join {{ ref('stg_trials') }} as v
@@ -42,8 +45,9 @@ decided as (
         i.mean_diff as val_diff_vs_default,
         i.ci_low as val_diff_ci_low,
         i.ci_high as val_diff_ci_high,
-        coalesce(i.ci_high < 0, false) as significant_vs_default,
+        coalesce(b.tunable and i.ci_high < 0, false) as significant_vs_default,
         case
+            when not b.tunable then b.layout_reason
             when d.config_hash is null then 'no default config scored: best on validation'
             when b.config_hash = d.config_hash then 'the default config is best on validation'
             when i.ci_high < 0 then 'best on validation, significantly better than the default'
@@ -52,6 +56,7 @@ decided as (
             else 'not significantly better than the default; the cheaper default wins'
         end as selection_reason,
         case
+            when not b.tunable then coalesce(d.config_hash, b.config_hash)
             when d.config_hash is null or b.config_hash = d.config_hash or i.ci_high < 0 then b.config_hash
             when b.seconds_per_forecast <= d.seconds_per_forecast then b.config_hash
             else d.config_hash
@@ -79,6 +84,11 @@ select
     c.val_windows,
     c.test_windows,
     c.seconds_per_forecast,
+    c.tunable,
+    c.layout_reason,
+    c.history_bars,
+    c.effective_val_windows,
+    c.effective_test_windows,
     c.data_version,
     c.data_end,
     d.best_val_config_hash,

@@ -1,5 +1,6 @@
 -- Every config of every model per symbol, ranked on validation MAE% only (test is reported,
--- never used to choose), with the test MAE% relative to persistence on the same windows.
+-- never used to choose), with the test MAE% relative to persistence on the same windows, and the
+-- window layout the symbol's history allowed (comparison-only layouts have no validation rows).
 with by_config as (
     select
         symbol,
@@ -20,6 +21,14 @@ with by_config as (
         count(*) filter (where split = 'val') as val_windows,
         count(*) filter (where split = 'test') as test_windows,
         avg(seconds) as seconds_per_forecast,
+        any_value(horizon) as horizon,
+        any_value(stride) as stride,
+        any_value(context) as context,
+        any_value(history_bars) as history_bars,
+        bool_and(tunable) as tunable,
+        any_value(layout_reason) as layout_reason,
+        any_value(effective_val_windows) as effective_val_windows,
+        any_value(effective_test_windows) as effective_test_windows,
         any_value(data_version) as data_version,
         max(data_end) as data_end,
         max(written_at) as written_at

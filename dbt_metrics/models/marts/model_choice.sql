@@ -1,8 +1,11 @@
--- Which model wins per symbol: the selected config with the lowest validation MAE%.
+-- Which model wins per symbol: the selected config with the lowest validation MAE%. A history too
+-- short to tune has no validation windows: the cheaper model's default is named, and the reason says so.
 with ranked as (
     select
         *,
-        row_number() over (partition by symbol order by val_mae_pct, seconds_per_forecast, model) as val_rank
+        row_number() over (
+            partition by symbol order by val_mae_pct nulls last, seconds_per_forecast, model
+        ) as val_rank
     from {{ ref('best_configs') }}
 ),
 
@@ -19,6 +22,10 @@ select
     r.config_hash,
     r.val_mae_pct,
     r.test_mae_pct,
+    case
+        when r.tunable then 'lowest validation MAE% among the selected configs'
+        else r.layout_reason || '; no validation windows to compare the models on: the cheaper model is named'
+    end as choice_reason,
     p.persistence_val_mae_pct,
     p.persistence_test_mae_pct,
     (select count(*) from ranked as o where o.symbol = r.symbol) as models_compared,

@@ -69,6 +69,14 @@ select
     k.n_test,
     k.stride,
     k.context,
+    -- trials written before layouts were recorded used the requested layout on a long enough history
+    coalesce(k.tunable, k.n_val > 0) as tunable,
+    coalesce(k.layout_reason, 'requested layout') as layout_reason,
+    k.history_bars,
+    coalesce(k.effective_val_windows, k.n_val::double) as effective_val_windows,
+    coalesce(k.effective_test_windows, k.n_test::double) as effective_test_windows,
+    -- overlapping windows (stride < horizon) are resampled in blocks that span one horizon
+    ceil(k.horizon / k.stride)::bigint as block_length,
     k.code_version,
     k.run_id,
     k.written_at
