@@ -52,6 +52,7 @@ def _write_users_symbols(folder: Path) -> None:
     make_prices(254, seed=32).to_csv(folder / "NEWB.csv", index=False)
     _gappy_crypto().to_csv(folder / "CRYP.csv", index=False)
     make_prices(1100, seed=34).to_csv(folder / "LONG.csv", index=False)
+    make_prices(300, seed=39).to_csv(folder / "OVLP.csv", index=False)  # tuned on overlapping windows
 
 
 def _materialize(symbol, instance, resources):
@@ -63,7 +64,7 @@ def test_short_and_gappy_histories_get_an_answer(tmp_path, random_checkpoints, d
     folder = tmp_path / "csv"
     _write_users_symbols(folder)
     instance = DagsterInstance.get()
-    symbols = ["NEWA", "NEWB", "CRYP", "LONG"]
+    symbols = ["NEWA", "NEWB", "CRYP", "LONG", "OVLP"]
     register_symbols(instance, symbols)
     resources = make_resources(tmp_path / "st", folder, random_checkpoints, **DEFAULT_LAYOUT)
 
@@ -108,10 +109,18 @@ def test_short_and_gappy_histories_get_an_answer(tmp_path, random_checkpoints, d
             assert windows["layout_reason"].startswith(f"shortened for {windows['history_bars']} bars")
             assert document["validation"]["windows"] == n_val and document["metadata"]["selection"]["tuned"]
 
+    for document in documents["OVLP"].values():  # 4 windows at stride 21 are one block of 4: no test possible
+        windows, selection = document["windows"], document["metadata"]["selection"]
+        assert (windows["n_val"], windows["stride"], windows["effective_val_windows"]) == (4, 21, 1.984)
+        assert not selection["significant_vs_default"] and selection["val_diff_ci95"] in ([None, None], [])
+        assert selection["reason"] == "the default config is best on validation" or \
+            selection["reason"].startswith("too few independent validation windows to test against the default")
+
     with duckdb.connect(str(tmp_path / "st" / "metrics.duckdb"), read_only=True) as con:
         marts = con.execute("select symbol, bool_and(tunable), max(val_windows), max(test_windows) "
                             "from leaderboard group by symbol order by symbol").fetchall()
-    assert marts == [("CRYP", True, 4, 4), ("LONG", True, 8, 7), ("NEWA", False, 0, 2), ("NEWB", False, 0, 2)]
+    assert marts == [("CRYP", True, 4, 4), ("LONG", True, 8, 7), ("NEWA", False, 0, 2), ("NEWB", False, 0, 2),
+                     ("OVLP", True, 4, 2)]
 
 
 def test_a_history_too_short_for_any_window_still_writes_the_defaults(tmp_path, random_checkpoints, dagster_home):

@@ -3,7 +3,9 @@
     window). Windows are resampled in circular blocks of block_length consecutive windows (1 when
     targets do not overlap, i.e. the plain bootstrap; ceil(horizon / stride) when they do), so the
     dependence between overlapping windows stays inside a block. Block starts come from
-    hash(resample, block, group), so the interval is reproducible. -#}
+    hash(resample, block, group), so the interval is reproducible. With fewer than two blocks every
+    resample is a rotation of the same windows (no spread at all): the interval is null, so nothing
+    counts as significant on such evidence. -#}
 {% macro paired_bootstrap(pairs, group_by, resamples=2000) %}
   {%- set cols = group_by | join(', ') -%}
   (
@@ -32,16 +34,16 @@
         group by {% for c in group_by %}d.{{ c }}, {% endfor %}d.b
     ),
     observed as (
-        select {{ cols }}, avg(diff) as mean_diff, count(*) as windows
+        select {{ cols }}, avg(diff) as mean_diff, count(*) as windows, max(block_length) as block_length
         from {{ pairs }}
         group by {{ cols }}
     )
     select {% for c in group_by %}o.{{ c }}, {% endfor %}o.mean_diff, o.windows,
-           quantile_cont(r.mean_diff, 0.025) as ci_low,
-           quantile_cont(r.mean_diff, 0.975) as ci_high
+           case when o.windows >= 2 * o.block_length then quantile_cont(r.mean_diff, 0.025) end as ci_low,
+           case when o.windows >= 2 * o.block_length then quantile_cont(r.mean_diff, 0.975) end as ci_high
     from observed as o
     inner join resampled as r
         on {% for c in group_by %}r.{{ c }} = o.{{ c }}{% if not loop.last %} and {% endif %}{% endfor %}
-    group by {% for c in group_by %}o.{{ c }}, {% endfor %}o.mean_diff, o.windows
+    group by {% for c in group_by %}o.{{ c }}, {% endfor %}o.mean_diff, o.windows, o.block_length
   )
 {% endmacro %}

@@ -51,6 +51,10 @@ decided as (
             when d.config_hash is null then 'no default config scored: best on validation'
             when b.config_hash = d.config_hash then 'the default config is best on validation'
             when i.ci_high < 0 then 'best on validation, significantly better than the default'
+            when i.ci_high is null and b.seconds_per_forecast <= d.seconds_per_forecast
+                then 'too few independent validation windows to test against the default; best is also cheaper'
+            when i.ci_high is null
+                then 'too few independent validation windows to test against the default; the cheaper default wins'
             when b.seconds_per_forecast <= d.seconds_per_forecast
                 then 'not significantly better than the default; best is also cheaper'
             else 'not significantly better than the default; the cheaper default wins'

@@ -35,5 +35,5 @@ select
     ci_low as test_diff_ci_low,
     ci_high as test_diff_ci_high,
     windows as test_windows,
-    ci_high < 0 as significantly_better
+    coalesce(ci_high < 0, false) as significantly_better
 from {{ paired_bootstrap('pairs', ['symbol', 'model', 'reference']) }}
