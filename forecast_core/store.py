@@ -95,9 +95,9 @@ class TrialContext:
 
     def layout_columns(self) -> dict:
         """The layout's reason and evidence, stored on every row so marts and files can show them."""
-        layout = self.layout or Layout(self.spec, self.spec.min_bars, self.spec, self.spec.n_val > 0,
-                                       "requested layout")
-        described = layout.as_dict()
+        described = (self.layout or Layout.as_requested(self.spec, 0)).as_dict()
+        if self.layout is None:
+            described["history_bars"] = None  # not known here
         return {name: described[name] for name in LAYOUT_FIELDS}
 
 
@@ -236,7 +236,7 @@ class Storage:
 
 def trial_context(symbol: str, prices: pd.DataFrame, spec: WindowSpec | Layout, **kwargs) -> TrialContext:
     """The context of trials on ``prices``; given a :class:`Layout`, its spec and evidence."""
-    layout = spec if isinstance(spec, Layout) else Layout(spec, len(prices), spec, spec.n_val > 0, "requested layout")
+    layout = spec if isinstance(spec, Layout) else Layout.as_requested(spec, len(prices))
     if layout.spec is None:
         raise ValueError(f"{layout.reason}; there are no windows to score trials on")
     return TrialContext(symbol=validate_symbol(symbol), data_version=data_version(prices),

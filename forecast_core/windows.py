@@ -163,6 +163,11 @@ class Layout:
     tunable: bool
     reason: str
 
+    @classmethod
+    def as_requested(cls, spec: WindowSpec, bars: int) -> "Layout":
+        """``spec`` used as it is (a history long enough for it, or a layout chosen by hand)."""
+        return cls(spec, bars, spec, spec.n_val > 0, "requested layout")
+
     @property
     def needed_to_tune(self) -> int:
         return tuning_floor(self.requested).min_bars
@@ -230,7 +235,7 @@ def plan_layout(bars: int, requested: WindowSpec) -> Layout:
     """
     floor = tuning_floor(requested)
     if bars >= requested.min_bars:
-        return Layout(requested, bars, requested, True, "requested layout")
+        return Layout.as_requested(requested, bars)
     context = _largest_context(bars, requested, floor.context)
     if context is not None:
         spec = replace(requested, context=context)

@@ -14,18 +14,20 @@ import pytest
 from dagster import DagsterInstance, materialize
 
 from forecast_core.backtest import Trial, draw, score_trials
-from forecast_core.configs import read_config
+from forecast_core.configs import read_config, retune_reason
 from forecast_core.forecasters import Persistence
 from forecast_core.kronos.forecaster import KronosForecaster, load_kronos
 from forecast_core.repairs import OHLC, PricePolicy
 from forecast_core.search import KRONOS_DEFAULT, default_trials
 from forecast_core.sources import CsvDirectorySource
+from forecast_core.store import Storage
 from forecast_core.toto import TotoForecaster, load_toto
 from forecast_core.windows import WindowSpec, build_windows, plan_layout
 from hpo_assets.lib import register_symbols
 from hpo_assets.metrics import dbt_metrics
 from hpo_assets.prices import price_history
 from hpo_assets.selection import selected_configs
+from hpo_assets.sensors import RETUNE_AFTER_BARS
 from hpo_assets.sweeps import baseline_sweep, kronos_sweep, toto_sweep
 from resources import PriceSourceResource
 from tests.dagster_helpers import make_resources
@@ -102,6 +104,10 @@ def test_short_and_gappy_histories_get_an_answer(tmp_path, random_checkpoints, d
             assert document["metadata"]["baselines_on_test"]["persistence_mae_pct"] > 0
         assert read_config(root / "best" / f"{symbol}.json", "best")["metadata"]["reason"].startswith(
             "insufficient history")
+    for symbol in ("NEWA", "NEWB"):  # a normal result for the stale-config sensor too: nothing to re-tune yet
+        prices = Storage(tmp_path / "st").read_prices(symbol)
+        revisions = {m: d["metadata"]["model_revision"] for m, d in documents[symbol].items()}
+        assert retune_reason(root, symbol, list(prices["timestamp"]), revisions, RETUNE_AFTER_BARS) is None
     for symbol, n_val, n_test in (("CRYP", 4, 4), ("LONG", 8, 7)):  # shortened layouts, tuned
         for document in documents[symbol].values():
             windows = document["windows"]
