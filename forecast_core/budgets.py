@@ -21,12 +21,12 @@ from .kronos.forecaster import KronosForecaster, KronosSamplingConfig
 from .search import (
     KRONOS_AGGREGATIONS,
     KRONOS_DEFAULT,
-    KRONOS_DEFAULT_AGGREGATE,
     KRONOS_PRESETS,
     KRONOS_SAMPLE_COUNTS,
     TOTO_AGGREGATIONS,
     TOTO_SAMPLE_COUNTS,
     default_trials,
+    kronos_config,
     search_seed,
     toto_grid,
 )
@@ -98,8 +98,8 @@ def kronos_sweep_plans(forecaster: KronosForecaster, budget: KronosBudget, tunab
     aggregations, or the default config alone."""
     cap = budget.max_sample_count or None
     if not tunable:
-        return kronos_plans(forecaster, [KRONOS_DEFAULT], [KRONOS_DEFAULT.sample_count],
-                            [KRONOS_DEFAULT_AGGREGATE], cap)
+        default = default_trials()["kronos"]
+        return kronos_plans(forecaster, [kronos_config(default)], [default.num_samples], [default.aggregate], cap)
     configs = [KRONOS_DEFAULT, *(KRONOS_PRESETS[p] for p in budget.presets), *promoted]
     return kronos_plans(forecaster, configs, budget.sample_counts, budget.aggregations, cap)
 

@@ -187,17 +187,18 @@ class Layout:
 
     def as_dict(self) -> dict:
         """The config files' ``windows`` block: brief §7's fields, then the layout's reason and evidence."""
-        spec = self.spec
+        spec, evidence = self.spec, self.evidence()
         return {
-            "n_val": spec.n_val if spec else 0,
-            "n_test": spec.n_test if spec else 0,
+            "n_val": evidence["n_val"],
+            "n_test": evidence["n_test"],
             "forecast_horizon": self.requested.horizon,
             "stride": spec.step if spec else self.requested.step,
             "context": spec.context if spec else 0,
             "history_bars": self.bars,
             "tunable": self.tunable,
             "layout_reason": self.reason,
-            **{k: v for k, v in self.evidence().items() if k.startswith("effective")},
+            "effective_val_windows": evidence["effective_val_windows"],
+            "effective_test_windows": evidence["effective_test_windows"],
         }
 
 

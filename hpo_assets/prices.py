@@ -21,7 +21,7 @@ from forecast_core.data import (
     rejection_message,
     validate_symbol,
 )
-from forecast_core.windows import plan_layout
+from forecast_core.windows import Layout, plan_layout
 from resources import BacktestSettings, PriceSourceResource, StorageResource
 
 from .lib import symbols_partitions
@@ -54,7 +54,8 @@ def price_history(
         frame, report = prices.source().load_report(symbol)
     except PriceDataError as exc:
         raise Failure(description=str(exc)) from None
-    checks = [*quality_checks(frame, symbol), _layout_check(len(frame), backtest)]
+    layout = plan_layout(len(frame), backtest.spec())
+    checks = [*quality_checks(frame, symbol), _layout_check(layout)]
     for check in checks:
         yield AssetCheckResult(
             check_name=check.name,
@@ -68,7 +69,6 @@ def price_history(
         raise Failure(description=rejection_message(symbol, failures, "price data rejected, nothing stored: "))
     path = storage.storage().write_prices(symbol, frame)
     version = data_version(frame)
-    layout = plan_layout(len(frame), backtest.spec())
     context.log.info(f"{symbol}: stored {len(frame)} bars ending {frame['timestamp'].iloc[-1]:%Y-%m-%d} at {path}; "
                      f"windows: {layout.reason}")
     repairs = report.metadata()
@@ -91,9 +91,9 @@ def price_history(
     )
 
 
-def _layout_check(bars: int, backtest: BacktestSettings) -> CheckOutcome:
+def _layout_check(layout: Layout) -> CheckOutcome:
     """Warns (never blocks) when the history is shorter than the requested layout needs."""
-    layout = plan_layout(bars, backtest.spec())
+    bars = layout.bars
     return CheckOutcome(
         "enough_bars_to_tune", layout.tunable and layout.spec == layout.requested, False,
         f"{bars} bars: {layout.reason}" if layout.tunable else f"{bars} bars: {layout.reason}; default configs kept",
