@@ -36,10 +36,17 @@ from .toto import TotoForecaster
 from .tuning import kronos_plans, kronos_search, toto_plans
 from .windows import WindowSpec, Windows, build_windows, plan_layout
 
+# The random walk's sample count: Toto's default (256), so its CRPS% and coverage carry Monte Carlo
+# noise comparable to the models' default configs; 256 x horizon normals per window cost microseconds.
+RANDOM_WALK_SAMPLES = 256
 BASELINE_TRIALS = {
     "persistence": Trial("persistence"),
     "seasonal_naive": Trial("seasonal_naive", {"period": BASELINES["seasonal_naive"].period}),
     "drift": Trial("drift"),
+    # num_samples and aggregate are knobs too: a trial's identity (config hash) is its knobs.
+    "random_walk": Trial("random_walk", {"lookback": BASELINES["random_walk"].lookback,
+                                         "num_samples": RANDOM_WALK_SAMPLES, "aggregate": "median"},
+                         num_samples=RANDOM_WALK_SAMPLES, aggregate="median"),
 }
 
 

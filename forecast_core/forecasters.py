@@ -144,4 +144,62 @@ class Drift:
         return (close[:, -1, None] + slope[:, None] * steps)[:, None, :]
 
 
-BASELINES: dict[str, Forecaster] = {f.name: f for f in (Persistence(), SeasonalNaive(), Drift())}
+@dataclass(frozen=True)
+class RandomWalk:
+    """Zero-drift Gaussian random walk in log price: the probabilistic twin of persistence.
+
+    Paths are ``last_close * exp(cumsum(sigma * z))`` with ``z ~ N(0, 1)`` i.i.d. per step. Gaussian
+    log steps are the documented choice: the textbook geometric random walk, fully described by one
+    scale, with no tail parameter to fit on a single context. ``sigma`` is the standard deviation of
+    the context's own one-bar log returns of the close about zero (the model has no drift, so no mean
+    is estimated: sqrt(mean(r^2)) is its maximum-likelihood sigma, and a trending context's drift is
+    counted as spread rather than forecast), over the last ``lookback`` returns, or all of a shorter
+    context. A flat context (a halted symbol) has sigma 0 and gives persistence's single path repeated.
+
+    The median of ``exp(X)`` is ``exp(median X)`` and ``X`` is symmetric about 0, so the median path is
+    the last close up to Monte Carlo noise: with the median aggregation its point forecast is ~
+    persistence. It exists to give CRPS% and 10-90% coverage an honest reference: persistence has no
+    spread (its CRPS is its MAE and its coverage only counts exact hits).
+
+    Each window draws from ``np.random.default_rng(seed)`` of its own seed, ``[samples, horizon]`` in
+    sample order, so a smaller ``num_samples`` gives exactly a prefix of a larger one's paths and a
+    window's paths do not depend on the other windows in the batch. Only the context is read.
+    """
+
+    # 256 bars ~ one trading year: sigma's sampling error ~ 1/sqrt(2 * 256) ~ 4%, and long enough that
+    # a 64-bar horizon (over which volatility mean-reverts) is not driven by the last few weeks' regime.
+    lookback: int = 256
+    name: str = "random_walk"
+
+    def __post_init__(self) -> None:
+        if self.lookback < 1:
+            raise ValueError(f"random_walk: lookback must be >= 1 return, got {self.lookback}")
+
+    def sigma(self, batch: ContextBatch) -> np.ndarray:
+        """Per-window sigma of the one-bar log returns of the close, ``[windows]``.
+
+        A context needs at least 2 bars (one return) and finite, positive closes over the bars used.
+        """
+        if batch.context_length < 2:
+            raise ValueError(f"random_walk needs a context of at least 2 bars (one return), got "
+                             f"{batch.context_length}")
+        close = batch.column("close")[:, -(min(self.lookback, batch.context_length - 1) + 1):]
+        bad = ~(np.isfinite(close) & (close > 0)).all(axis=1)
+        if bad.any():
+            raise ValueError(f"random_walk needs finite, positive closes in its last {close.shape[1]} context "
+                             f"bars; window(s) {np.flatnonzero(bad).tolist()} of the batch have others")
+        returns = np.diff(np.log(close), axis=1)
+        return np.sqrt(np.mean(returns * returns, axis=1))
+
+    def sample_paths(self, batch: ContextBatch, num_samples: int = 1) -> np.ndarray:
+        if num_samples < 1:
+            raise ValueError(f"random_walk: num_samples must be >= 1, got {num_samples}")
+        sigma = self.sigma(batch)
+        last = batch.column("close")[:, -1]
+        shape = (num_samples, batch.horizon)
+        steps = np.stack([np.random.default_rng(int(seed)).standard_normal(shape) for seed in batch.seeds]
+                         ) if batch.num_windows else np.empty((0, *shape))
+        return last[:, None, None] * np.exp(np.cumsum(sigma[:, None, None] * steps, axis=2))
+
+
+BASELINES: dict[str, Forecaster] = {f.name: f for f in (Persistence(), SeasonalNaive(), Drift(), RandomWalk())}

@@ -1,7 +1,9 @@
-"""Config documents from the dbt marts: the selection made there on validation, reported on test.
+"""Config documents from the dbt marts: the selection made on validation, reported on test.
 
-The marts (``best_configs``, ``test_report``, ``model_choice``, ``leaderboard``) decide; this module
-only turns their rows into the §7 documents, so the CLI and the Dagster asset write the same files.
+The selection statistics (forecast_core/selection_statistics.py) decide and the marts
+(``best_configs``, ``test_report``, ``model_choice``, ``leaderboard``) join the decisions to their
+metrics; this module only turns those rows into the §7 documents, so the CLI and the Dagster asset
+write the same files.
 """
 
 from __future__ import annotations
@@ -49,24 +51,59 @@ def open_marts(db_path: Path) -> duckdb.DuckDBPyConnection:
         raise StoreError(f"{db_path}: cannot open the metrics database ({exc}); delete it and re-run dbt build") from exc
 
 
+def _pretraining(row: dict) -> dict:
+    """The model's pretraining cutoff and how many test windows lie after it (null when unknown)."""
+    seen = row["seen_through"]
+    return {"model_id": row["model_id"], "seen_through": seen.date().isoformat() if seen is not None else None,
+            "kind": row["cutoff_kind"], "test_windows_out_of_sample": row["test_windows_out_of_sample"],
+            "statement": row["pretraining_statement"]}
+
+
+def _test_comparisons(tests: list[dict]) -> dict:
+    """test_report rows as {reference: {metric: {subset: {mean_diff, ci95, windows, significantly_better}}}}."""
+    out: dict = {}
+    for t in tests:
+        out.setdefault(t["reference"], {}).setdefault(t["metric"], {})[t["subset"]] = {
+            "mean_diff": t["mean_diff"], "relative_diff": t["relative_diff"], "ci95": [t["ci_low"], t["ci_high"]],
+            "windows": int(t["windows"]), "significantly_better": bool(t["significantly_better"])}
+    return out
+
+
+def _selection(row: dict, names: dict[str, str]) -> dict:
+    """The selection block: the test, its p-value, the confidence set and the pooled challenger's outcome."""
+    return {
+        "tuned": bool(row["tunable"]),
+        "test": row["selection_test"],
+        "basis": row["selection_basis"],
+        "significant_vs_default": bool(row["significant_vs_default"]),
+        "p_value_vs_default": row["p_value_vs_default"],
+        "configs_tested": row["configs_tested"],
+        "confidence_set_size": row["confidence_set_size"],
+        "confidence_set": json.loads(row["confidence_set"]) if row["confidence_set"] else [],
+        "pooled_challenger": {"config": names.get(row["pooled_config_hash"]), "outcome": row["pooled_outcome"],
+                              "p_value": row["p_value_vs_pooled"], "significant": row["significant_vs_pooled"]},
+        "reason": row["selection_reason"],
+        "val_mae_pct_diff_vs_default": row["val_diff_vs_default"],
+    }
+
+
 def model_documents(con: duckdb.DuckDBPyConnection, symbol: str, model_ids: dict[str, str],
                     runtime_knobs: dict[str, dict], base_seed: int) -> dict[str, dict]:
     """One §7 document per model with a selected config for ``symbol`` (keys: toto, kronos)."""
     symbol = validate_symbol(symbol)
     selected = _rows(con, "select * from best_configs where symbol = ?", [symbol])
     tests = _rows(con, "select * from test_report where symbol = ?", [symbol])
+    board = {r["config_hash"]: r for r in _rows(con, "select * from leaderboard where symbol = ?", [symbol])}
+    names = {h: r["config_name"] for h, r in board.items()}
+    references = {r["model"]: r for r in board.values() if r["model"] in ("persistence", "random_walk")}
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     documents = {}
     for row in selected:
         model = row["model"]
         first = _rows(con, f"select model_revision, horizon, n_val, n_test, stride, context, {', '.join(LAYOUT_FIELDS)} "
                            "from stg_trials where symbol = ? and config_hash = ? limit 1", [symbol, row["config_hash"]])[0]
-        persistence = _rows(con, "select test_mae_pct from leaderboard where symbol = ? and model = 'persistence'",
-                            [symbol])
-        default = _rows(con, "select test_mae_pct from leaderboard where symbol = ? and config_hash = ?",
-                        [symbol, row["default_config_hash"]]) if row["default_config_hash"] else []
-        vs = {t["reference"]: {"test_mae_pct_diff": t["test_mae_pct_diff"], "ci95": [t["test_diff_ci_low"],
-              t["test_diff_ci_high"]], "windows": int(t["test_windows"])} for t in tests if t["model"] == model}
+        default = board.get(row["default_config_hash"])
+        persistence, random_walk = references.get("persistence"), references.get("random_walk")
         documents[model] = {
             "symbol": symbol,
             "model": model,
@@ -85,17 +122,14 @@ def model_documents(con: duckdb.DuckDBPyConnection, symbol: str, model_ids: dict
                 "seed": int(base_seed),
                 "search": {"method": SEARCH_METHODS.get(model, "sweep"), "trials": int(row["configs_scored"])},
                 "baselines_on_test": {
-                    "persistence_mae_pct": persistence[0]["test_mae_pct"] if persistence else None,
-                    "default_config_mae_pct": default[0]["test_mae_pct"] if default else None,
-                    "selected_vs": vs,
+                    "persistence_mae_pct": persistence["test_mae_pct"] if persistence else None,
+                    "random_walk_crps_pct": random_walk["test_crps_pct"] if random_walk else None,
+                    "random_walk_coverage_10_90": random_walk["test_coverage_10_90"] if random_walk else None,
+                    "default_config_mae_pct": default["test_mae_pct"] if default else None,
+                    "selected_vs": _test_comparisons([t for t in tests if t["model"] == model]),
                 },
-                "selection": {
-                    "tuned": bool(row["tunable"]),
-                    "significant_vs_default": bool(row["significant_vs_default"]),
-                    "reason": row["selection_reason"],
-                    "val_mae_pct_diff_vs_default": row["val_diff_vs_default"],
-                    "val_diff_ci95": [row["val_diff_ci_low"], row["val_diff_ci_high"]],
-                },
+                "selection": _selection(row, names),
+                "pretraining": _pretraining(row),
                 "selected_at": now,
                 "code_version": code_version(),
             },
@@ -136,27 +170,50 @@ def default_document(symbol: str, trial: Trial, runtime_knobs: dict, layout: Lay
     }
 
 
+BASELINE_WINNERS = ("persistence", "random_walk")
+
+
 def best_document(con: duckdb.DuckDBPyConnection, symbol: str, documents: dict[str, dict]) -> dict | None:
-    """``hyperparams/best/SYMBOL.json``: the model whose selected config wins on validation."""
-    choice = _rows(con, "select * from model_choice where symbol = ?", [validate_symbol(symbol)])
-    if not choice or choice[0]["winning_model"] not in documents:
+    """``hyperparams/best/SYMBOL.json``: the model whose selected config beats persistence on validation,
+    or the baseline (``config_path`` null) when none does."""
+    symbol = validate_symbol(symbol)
+    choice = _rows(con, "select * from model_choice where symbol = ?", [symbol])
+    if not choice or not (choice[0]["winning_model"] in documents or choice[0]["winner_is_baseline"]):
         return None
     row = choice[0]
-    winner = documents[row["winning_model"]]
+    board = {r["model"]: r for r in _rows(con, "select * from leaderboard where symbol = ? and model in (?, ?)",
+                                            [symbol, *BASELINE_WINNERS])}
+    compared = {model: {"val_mae_pct": doc["validation"]["mae_pct"], "test_mae_pct": doc["test"]["mae_pct"],
+                        "test_crps_pct": doc["test"]["crps_pct"]} for model, doc in documents.items()}
+    compared.update({model: {"val_mae_pct": r["val_mae_pct"], "test_mae_pct": r["test_mae_pct"],
+                             "test_crps_pct": r["test_crps_pct"]} for model, r in board.items()})
+    if row["winner_is_baseline"]:
+        baseline = board[row["winning_model"]]
+        winner = {"symbol": symbol, "config": {"name": baseline["config_name"], **json.loads(baseline["config_json"])},
+                  "validation": _scores(baseline, "val"), "test": _scores(baseline, "test"),
+                  "metadata": {"selected_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                               "data_version": baseline["data_version"], "code_version": code_version()}}
+        config_path = None
+    else:
+        winner = documents[row["winning_model"]]
+        config_path = f"hyperparams/{row['winning_model']}/{symbol}.json"
     return {
-        "symbol": winner["symbol"],
+        "symbol": symbol,
         "model": row["winning_model"],
-        "config_path": f"hyperparams/{row['winning_model']}/{winner['symbol']}.json",
+        "config_path": config_path,
         "config": winner["config"],
         "validation": winner["validation"],
         "test": winner["test"],
         "metadata": {
             "selected_at": winner["metadata"]["selected_at"],
             "data_version": winner["metadata"]["data_version"],
-            "compared": {model: {"val_mae_pct": doc["validation"]["mae_pct"], "test_mae_pct": doc["test"]["mae_pct"]}
-                         for model, doc in documents.items()},
+            "baseline": bool(row["winner_is_baseline"]),
+            "compared": compared,
             "persistence_val_mae_pct": row["persistence_val_mae_pct"],
             "persistence_test_mae_pct": row["persistence_test_mae_pct"],
+            "test": row["selection_test"],
+            "p_value_vs_persistence": row["p_value_vs_persistence"],
+            "significant_vs_persistence": bool(row["significant_vs_persistence"]),
             "reason": row["choice_reason"],
             "code_version": winner["metadata"]["code_version"],
         },

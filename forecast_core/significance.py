@@ -2,8 +2,8 @@
 
 Picking the best of N configs on a symbol's few validation windows and then testing only that
 config against the default ignores the other N-1 draws: with every config truly equal to the
-default, the percentile-bootstrap rule of ``best_configs.sql`` calls about 18% of symbols
-"significant" at N=5 and half of them at N=124 (BRIEF §11). :func:`selection_test` asks the
+default, the percentile-bootstrap rule ``best_configs.sql`` used before calls about 18% of
+symbols "significant" at N=5 and half of them at N=124 (:func:`percentile_bootstrap_rule`). :func:`selection_test` asks the
 question for all configs at once, with the resampling done by ``arch.bootstrap``:
 
 * **Romano-Wolf StepM** (FWER 5%) gives the set of configs superior to the default; the best
@@ -27,7 +27,7 @@ Choices forced by 8 windows per symbol (measured with ``benchmarks/bench_selecti
   sqrt(T/(T-b)) before resampling (for b=1 the usual small-sample variance correction); means, and
   so the ranking, are unchanged.
 * Circular blocks of ``block_length`` consecutive windows (1 = i.i.d.; ceil(H/stride) when targets
-  overlap), as in ``paired_bootstrap.sql``. With fewer than two blocks (2 * block > windows) every
+  overlap). With fewer than two blocks (2 * block > windows) every
   resample is about a rotation of the sample, so the bootstrap has no spread and any gain looks
   certain; with fewer than 3 windows SPA's recentring threshold (log log T) is undefined. Then no
   test is run: not significant, p = 1, every config in the confidence set.
@@ -45,11 +45,11 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from arch.bootstrap import MCS, SPA
+from arch.bootstrap import MCS, SPA, CircularBlockBootstrap
 
 SIZE = 0.05  # FWER of "significantly better than the default"
 MCS_SIZE = 0.10  # configs with an MCS p-value above this are indistinguishable from the best
-BOOTSTRAP = "circular"  # fixed-length blocks, as paired_bootstrap.sql
+BOOTSTRAP = "circular"  # fixed-length blocks of consecutive windows
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ class SelectionTest:
 
 @dataclass(frozen=True)
 class PercentileRule:
-    """The rule being replaced (``paired_bootstrap.sql`` + ``best_configs.sql``), for comparison."""
+    """The rule that selected before StepM (a percentile bootstrap of best - default), for comparison."""
 
     best: int
     mean_diff: float  # mean over windows of loss(best) - loss(default)
@@ -184,9 +184,9 @@ def selection_test(losses: np.ndarray, default: int, block_length: int, seed: in
 
 def percentile_bootstrap_rule(losses: np.ndarray, default: int, block_length: int, seed: int,
                               reps: int = 2000) -> PercentileRule:
-    """THE RULE BEING REPLACED, kept to measure it: best vs default, percentile 95% interval.
+    """The replaced rule, kept to measure it (benchmarks/bench_selection.py): best vs default, percentile 95% interval.
 
-    Mirrors ``paired_bootstrap.sql``: per-window differences best - default, resampled in circular
+    As the SQL macro that selected before: per-window differences best - default, resampled in circular
     blocks of min(block_length, windows) (uniform block starts, truncated to the window count),
     linear-interpolated 2.5/97.5% quantiles of the resampled means; significant when the upper
     bound is below zero. It ignores that the best was chosen from N configs on the same windows.
@@ -200,3 +200,38 @@ def percentile_bootstrap_rule(losses: np.ndarray, default: int, block_length: in
     index = ((starts[:, :, None] + np.arange(block)) % n).reshape(reps, -1)[:, :n]
     low, high = np.quantile(diff[index].mean(axis=1), [0.025, 0.975])
     return PercentileRule(best, float(diff.mean()), float(low), float(high), bool(high < 0))
+
+
+@dataclass(frozen=True)
+class PairedInterval:
+    """Mean per-window difference (config - reference; negative = better) and its 95% interval."""
+
+    mean_diff: float
+    ci_low: float | None  # None: too few windows or blocks to resample (nothing counts as significant)
+    ci_high: float | None
+    windows: int
+    block_length: int
+
+    @property
+    def significantly_better(self) -> bool:
+        return self.ci_high is not None and self.ci_high < 0
+
+
+def paired_interval(diff: np.ndarray, block_length: int, seed: int, reps: int = 1000) -> PairedInterval:
+    """A reported (not selecting) comparison on test windows, with the selection test's machinery.
+
+    arch's circular block bootstrap of the mean difference, blocks of ``block_length`` windows, the
+    same sqrt(T/(T-b)) spread correction and the same refusal below three windows or two blocks as
+    :func:`selection_test`; 95% percentile interval.
+    """
+    diff = np.asarray(diff, dtype=float).reshape(-1)
+    if len(diff) == 0 or not np.isfinite(diff).all():
+        raise ValueError(f"diff must be finite and non-empty, got {len(diff)} values")
+    block = min(max(int(block_length), 1), len(diff))
+    mean = float(diff.mean())
+    if len(diff) < 3 or 2 * block > len(diff):
+        return PairedInterval(mean, None, None, len(diff), block)
+    corrected = _corrected(diff[:, None], block)[:, 0]
+    bootstrap = CircularBlockBootstrap(block, corrected, seed=seed)
+    low, high = bootstrap.conf_int(np.mean, reps=reps, method="percentile", size=0.95).reshape(-1)
+    return PairedInterval(mean, float(low), float(high), len(diff), block)

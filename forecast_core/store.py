@@ -10,6 +10,7 @@ Layout under the storage root::
 
     prices/SYMBOL.parquet
     trials/sweep=NAME/symbol=SYMBOL/<config_hash>-<key>.parquet
+    selection/TABLE.parquet   (the selection statistics, read by dbt as sources)
     metrics.duckdb
 """
 
@@ -114,6 +115,14 @@ class Storage:
     @property
     def trials_dir(self) -> Path:
         return self.root / "trials"
+
+    @property
+    def selection_dir(self) -> Path:
+        return self.root / "selection"
+
+    def write_selection_tables(self, tables: dict[str, pd.DataFrame]) -> list[Path]:
+        """Each table as ``selection/NAME.parquet``, each file atomically (readers never see half a file)."""
+        return [atomic_write_parquet(self.selection_dir / f"{name}.parquet", frame) for name, frame in tables.items()]
 
     def trials_glob(self, sweep: str = "*") -> str:
         return str(self.trials_dir / f"sweep={sweep}" / "symbol=*" / "*.parquet")

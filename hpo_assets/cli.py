@@ -87,24 +87,48 @@ def _storage():
 
 
 def selected_table() -> pd.DataFrame:
-    """Per symbol: persistence and each model's selected config, val/test MAE%, test vs persistence."""
+    """Per symbol: persistence, the random walk and each model's selected config; * marks the winner.
+
+    p: SPA p-value of "no config beats the default"; mcs: configs in the model confidence set;
+    oos: test windows after the model's pretraining cutoff (blank when the cutoff is unknown).
+    """
     from forecast_core.selection import open_marts
 
     with open_marts(_storage().storage().duckdb_path) as con:
         return con.execute("""
-            select b.symbol, b.model || case when m.winning_model = b.model then ' *' else '' end as model,
+            with winners as (select symbol, winning_model from model_choice)
+            select b.symbol, b.model || case when w.winning_model = b.model then ' *' else '' end as model,
                    b.config_name as config, b.val_mae_pct, b.test_mae_pct,
                    b.test_mae_pct / nullif(p.test_mae_pct, 0) as test_vs_persistence,
-                   b.seconds_per_forecast as seconds, b.significant_vs_default as significant,
-                   b.val_windows || '/' || b.test_windows as "val/test windows", b.tunable as tuned
+                   b.seconds_per_forecast as seconds, b.selection_basis as basis,
+                   b.p_value_vs_default as p, b.confidence_set_size as mcs,
+                   b.val_windows || '/' || b.test_windows as "val/test windows",
+                   b.test_windows_out_of_sample as oos
             from best_configs b
             left join leaderboard p on p.symbol = b.symbol and p.model = 'persistence'
-            left join model_choice m on m.symbol = b.symbol
+            left join winners w on w.symbol = b.symbol
             union all
-            select symbol, model, config_name, val_mae_pct, test_mae_pct, 1.0, seconds_per_forecast, null,
-                   val_windows || '/' || test_windows, tunable
-            from leaderboard where model = 'persistence'
-            order by symbol, model
+            select l.symbol, l.model || case when w.winning_model = l.model then ' *' else '' end, l.config_name,
+                   l.val_mae_pct, l.test_mae_pct, l.test_mae_pct / nullif(p.test_mae_pct, 0), l.seconds_per_forecast,
+                   null, null, null, l.val_windows || '/' || l.test_windows, null
+            from leaderboard l
+            left join leaderboard p on p.symbol = l.symbol and p.model = 'persistence'
+            left join winners w on w.symbol = l.symbol
+            where l.model in ('persistence', 'random_walk')
+            order by 1, 2
+        """).df()
+
+
+def choice_notes() -> pd.DataFrame:
+    """Per symbol: why the winner won, and what the models' test windows can show (pretraining)."""
+    from forecast_core.selection import open_marts
+
+    with open_marts(_storage().storage().duckdb_path) as con:
+        return con.execute("""
+            select m.symbol, m.winning_model as winner, m.choice_reason as why,
+                   string_agg(b.model || ': ' || b.pretraining_statement, chr(10) order by b.model) as pretraining
+            from model_choice m left join best_configs b on b.symbol = m.symbol
+            group by all order by m.symbol
         """).df()
 
 
@@ -126,8 +150,13 @@ def _print_table(frame: pd.DataFrame) -> None:
         print(frame.round(3).to_string(index=False))
 
 
-def _print_selected(table: pd.DataFrame, notes: pd.DataFrame) -> None:
+def _print_selected(table: pd.DataFrame, notes: pd.DataFrame, choices: pd.DataFrame) -> None:
     _print_table(table)
+    for row in choices.itertuples(index=False):
+        print(f"\n{row.symbol}: {row.winner} wins: {row.why}")
+        for statement in (row.pretraining or "").splitlines():
+            if statement:
+                print(f"  {statement}")
     if not notes.empty:
         print("\nwindow layouts shortened for short histories (tuned = False: too short, defaults kept):")
         _print_table(notes)
@@ -139,9 +168,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     symbols = [validate_symbol(s) for s in args.symbols] if args.symbols else EmbeddedSource().symbols()
     start = time.perf_counter()
     failed = tune(symbols, DEMO_TUNE_CONFIG)
-    print(f"\nselected configs (* = winning model; chosen on validation, test held out), "
+    print(f"\nselected configs (* = winner: a model only where it beats persistence on validation under StepM; "
+          f"p = SPA p-value vs the default, mcs = configs in the 10% model confidence set, oos = out-of-sample "
+          f"test windows), "
           f"{time.perf_counter() - start:.0f}s:")
-    _print_selected(selected_table(), layout_notes())
+    _print_selected(selected_table(), layout_notes(), choice_notes())
     print(f"\nconfig files: {Path(_storage().hyperparams_dir).resolve()}/{{toto,kronos,best}}/SYMBOL.json")
     print(f"Dagster instance: {os.environ['DAGSTER_HOME']} (run `make dev` to browse the runs)")
     return 1 if failed else 0
@@ -150,7 +181,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_tune(args: argparse.Namespace) -> int:
     symbols = [validate_symbol(s) for s in (args.stocks or [args.symbol])]
     failed = tune(symbols, DEMO_TUNE_CONFIG if args.budget == "demo" else None)
-    _print_selected(selected_table().query("symbol in @symbols"), layout_notes().query("symbol in @symbols"))
+    _print_selected(selected_table().query("symbol in @symbols"), layout_notes().query("symbol in @symbols"),
+                    choice_notes().query("symbol in @symbols"))
     return 1 if failed else 0
 
 

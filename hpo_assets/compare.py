@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Mapping
 
 import pandas as pd
-from dagster import build_init_resource_context
 
 from forecast_core.backtest import Trial
 from forecast_core.configs import config_path, read_config
@@ -25,11 +24,6 @@ from forecast_core.tuning import KronosDraw
 from forecast_core.windows import Layout, build_windows, plan_layout
 from resources import BacktestSettings, PriceSourceResource, StorageResource
 from resources.models import KronosRuntime, TotoRuntime
-
-
-def _started(resource):
-    resource.setup_for_execution(build_init_resource_context())
-    return resource
 
 
 def compare_symbol(symbol: str, horizon: int, use_stored: bool,
@@ -62,9 +56,9 @@ def compare_symbol(symbol: str, horizon: int, use_stored: bool,
     toto_knobs.update({k: v for k, v in overrides.toto.items() if k != "samples_per_batch"})
     kronos_cfg.update(overrides.kronos)
 
-    toto = _started(TotoRuntime(**({"samples_per_batch": overrides.toto["samples_per_batch"]}
-                                   if "samples_per_batch" in overrides.toto else {})))
-    kronos = _started(KronosRuntime())
+    toto = TotoRuntime(**({"samples_per_batch": overrides.toto["samples_per_batch"]}
+                          if "samples_per_batch" in overrides.toto else {}))
+    kronos = KronosRuntime()
     toto_t = toto_trial(toto_knobs["num_samples"], toto_knobs["aggregate"])
     aggregate = kronos_cfg.pop("aggregate")
     sampling = replace(KRONOS_DEFAULT, **kronos_cfg)

@@ -6,12 +6,13 @@ from resources import BacktestSettings, PriceSourceResource, StorageResource
 from resources.models import KronosRuntime, TotoRuntime
 
 from .jobs import metrics_job, refresh_prices_job, select_configs_job, tune_symbol_job
-from .metrics import dbt_metrics, dbt_resource
+from .metrics import dbt_metrics, dbt_resource, dbt_selection_marts
 from .models import kronos_model, toto_model
 from .prices import price_history
 from .schedules import weekly_retune
 from .selection import selected_configs
 from .sensors import price_source_sensor, stale_config_sensor
+from .statistics import selection_statistics
 from .sweeps import baseline_sweep, kronos_sweep, toto_sweep
 
 
@@ -33,8 +34,8 @@ executor = multiprocess_executor.configured(
 )
 
 defs = Definitions(
-    assets=[price_history, baseline_sweep, toto_sweep, kronos_sweep, dbt_metrics, selected_configs, toto_model,
-            kronos_model],
+    assets=[price_history, baseline_sweep, toto_sweep, kronos_sweep, dbt_metrics, selection_statistics,
+            dbt_selection_marts, selected_configs, toto_model, kronos_model],
     jobs=[refresh_prices_job, tune_symbol_job, metrics_job, select_configs_job],
     schedules=[weekly_retune],
     sensors=[price_source_sensor, stale_config_sensor],

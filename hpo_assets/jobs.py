@@ -2,7 +2,7 @@
 
 from dagster import AssetSelection, define_asset_job
 
-from .metrics import dbt_metrics
+from .metrics import metrics_assets
 from .prices import price_history
 from .selection import selected_configs
 from .sweeps import baseline_sweep, kronos_sweep, toto_sweep
@@ -21,8 +21,9 @@ tune_symbol_job = define_asset_job(
 
 metrics_job = define_asset_job(
     "build_metrics",
-    selection=AssetSelection.assets(dbt_metrics),
-    description="dbt build of the staging views and marts over every stored trial.",
+    selection=AssetSelection.assets(*metrics_assets()),
+    description="dbt build of the aggregation marts over every stored trial, the selection statistics "
+                "(StepM, pooled challengers, model choice, pretraining flags), then the selection marts.",
 )
 
 select_configs_job = define_asset_job(

@@ -44,10 +44,25 @@ class EagerTranslator(DagsterDbtTranslator):
         return AutomationCondition.eager()
 
 
+SELECTION_MARTS = "tag:selection"  # built after hpo_assets.statistics.selection_statistics
+
+
 @dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, pool=METRICS_POOL,
-            dagster_dbt_translator=EagerTranslator())
+            dagster_dbt_translator=EagerTranslator(), exclude=SELECTION_MARTS)
 def dbt_metrics(context: AssetExecutionContext, dbt: DbtCliResource, storage: StorageResource):
-    """``dbt build`` (models + schema tests) over the stored trials; one DuckDB writer at a time.
+    """``dbt build`` of the staging views and aggregation marts over the stored trials."""
+    yield from _build(context, dbt, storage)
+
+
+@dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, pool=METRICS_POOL,
+            dagster_dbt_translator=EagerTranslator(), select=SELECTION_MARTS, name="dbt_selection_marts")
+def dbt_selection_marts(context: AssetExecutionContext, dbt: DbtCliResource, storage: StorageResource):
+    """``dbt build`` of the selection marts over the selection statistics' Parquet tables."""
+    yield from _build(context, dbt, storage)
+
+
+def _build(context: AssetExecutionContext, dbt: DbtCliResource, storage: StorageResource):
+    """``dbt build`` (models + schema tests) of this asset's selection; one DuckDB writer at a time.
 
     Damaged inputs stop the build first with a message naming the file and the fix (instead of a
     DuckDB error inside dbt's log): unreadable trial Parquet files, or a damaged metrics.duckdb.
@@ -62,3 +77,10 @@ def dbt_metrics(context: AssetExecutionContext, dbt: DbtCliResource, storage: St
         raise Failure(description=f"dbt build not started: {exc}") from None
     os.environ.update(storage.dbt_env())  # profiles.yml and read_trials read these (step process only)
     yield from dbt.cli(["build"], context=context).stream()
+
+
+def metrics_assets() -> list:
+    """The three steps that turn stored trials into selection marts, in order (the build_metrics job)."""
+    from .statistics import selection_statistics
+
+    return [dbt_metrics, selection_statistics, dbt_selection_marts]

@@ -17,11 +17,10 @@ from dagster import (
 
 from forecast_core.backtest import Trial, last_window_forecast
 from forecast_core.configs import write_config
+from forecast_core.pretraining import bundled_model_id
 from forecast_core.search import default_trials, kronos_config
 from forecast_core.selection import best_document, default_document, model_documents, open_marts
 from forecast_core.store import StoreError
-from forecast_core.kronos.forecaster import DEFAULT_TINY
-from forecast_core.toto import DEFAULT_TINY_DIR
 from forecast_core.tuning import with_config
 from forecast_core.windows import TEST, build_windows, plan_layout
 from resources import BacktestSettings, StorageResource
@@ -30,14 +29,6 @@ from resources.models import KronosRuntime, TotoRuntime
 from .lib import ACCELERATOR_OP_TAGS, ACCELERATOR_POOL, md_table, plot_forecasts, plot_png, symbols_partitions
 
 MARTS = [AssetKey("best_configs"), AssetKey("test_report"), AssetKey("model_choice")]
-
-
-BUNDLED = {DEFAULT_TINY_DIR.resolve(): "bundled:toto-tiny", Path(DEFAULT_TINY).resolve(): "bundled:kronos-tiny"}
-
-
-def _model_id(source: str) -> str:
-    """A stable id for the bundled checkpoints (their path depends on the install), else the source."""
-    return BUNDLED.get(Path(source).resolve(), source)
 
 
 def _error_vs_config(board: pd.DataFrame, chosen: dict[str, str], symbol: str) -> MetadataValue:
@@ -70,7 +61,7 @@ def selected_configs(context: AssetExecutionContext, storage: StorageResource, b
     store = storage.storage()
     prices = store.read_prices(symbol)
     layout = plan_layout(len(prices), backtest.spec())
-    model_ids = {"toto": _model_id(toto.source), "kronos": _model_id(kronos.source)}
+    model_ids = {"toto": bundled_model_id(toto.source), "kronos": bundled_model_id(kronos.source)}
     runtime_knobs = {"toto": {"samples_per_batch": toto.samples_per_batch}}
     if layout.spec is None:  # nothing could be scored: each model keeps its default, the files say why
         revisions = {"toto": toto.model_revision, "kronos": kronos.model_revision}
@@ -92,14 +83,10 @@ def selected_configs(context: AssetExecutionContext, storage: StorageResource, b
     if not layout.tunable:
         context.log.warning(f"{symbol}: {layout.reason}; each model keeps its default config")
 
-    table = pd.DataFrame([{"model": m, "config": d["config"]["name"], "val_mae_pct": d["validation"]["mae_pct"],
-                           "test_mae_pct": d["test"]["mae_pct"],
-                           "persistence_test_mae_pct": d["metadata"]["baselines_on_test"]["persistence_mae_pct"],
-                           "val_windows": d["windows"]["n_val"], "test_windows": d["windows"]["n_test"],
-                           "significant_vs_default": d["metadata"]["selection"]["significant_vs_default"],
-                           "reason": d["metadata"]["selection"]["reason"]} for m, d in documents.items()])
+    table = pd.DataFrame([_summary(m, d) for m, d in documents.items()])
     metadata = {
         "winner": best["model"] if best else "none",
+        "winner_reason": best["metadata"]["reason"] if best else "no windows to compare the models on",
         "selected": md_table(table),
         "tuned": layout.tunable,
         "layout_reason": layout.reason,
@@ -108,6 +95,12 @@ def selected_configs(context: AssetExecutionContext, storage: StorageResource, b
         "files": MetadataValue.json(written),
         "invalid_files_set_aside": MetadataValue.json(set_aside),
     }
+    for model, document in documents.items():
+        pretraining = document["metadata"].get("pretraining")
+        if pretraining:
+            context.log.info(f"{symbol} {model}: {pretraining['statement']}")
+            if pretraining["test_windows_out_of_sample"] is not None:
+                metadata[f"{model}_out_of_sample_test_windows"] = int(pretraining["test_windows_out_of_sample"])
     if layout.tunable and not board.empty:  # comparison-only layouts have no validation errors to plot
         metadata["error_vs_config"] = _error_vs_config(board, {m: _hash_of(board, d) for m, d in documents.items()},
                                                        symbol)
@@ -115,6 +108,19 @@ def selected_configs(context: AssetExecutionContext, storage: StorageResource, b
         metadata["forecast_fan_last_test_window"] = _forecast_fan(symbol, prices, layout, documents, backtest,
                                                                   toto, kronos)
     return MaterializeResult(metadata=metadata)
+
+
+def _summary(model: str, document: dict) -> dict:
+    """One row of the metadata table: scores, evidence and the selection's outcome."""
+    selection, meta = document["metadata"]["selection"], document["metadata"]
+    pretraining = meta.get("pretraining") or {}
+    return {"model": model, "config": document["config"]["name"], "val_mae_pct": document["validation"]["mae_pct"],
+            "test_mae_pct": document["test"]["mae_pct"],
+            "persistence_test_mae_pct": meta["baselines_on_test"]["persistence_mae_pct"],
+            "val_windows": document["windows"]["n_val"], "test_windows": document["windows"]["n_test"],
+            "out_of_sample_test_windows": pretraining.get("test_windows_out_of_sample"),
+            "basis": selection.get("basis"), "p_value_vs_default": selection.get("p_value_vs_default"),
+            "confidence_set_size": selection.get("confidence_set_size"), "reason": selection["reason"]}
 
 
 def _from_marts(storage: StorageResource, symbol: str, model_ids: dict, runtime_knobs: dict, base_seed: int):

@@ -120,7 +120,8 @@ def _best(summary: pd.DataFrame, trials: list[Trial]) -> Trial:
 
 @asset(partitions_def=symbols_partitions, deps=[price_history], group_name="sweeps", kinds={"parquet"})
 def baseline_sweep(context: AssetExecutionContext, storage: StorageResource, backtest: BacktestSettings):
-    """Persistence, seasonal-naive and drift on the same windows the models are scored on."""
+    """Persistence, seasonal-naive, drift and a zero-drift random walk on the same windows the models are
+    scored on."""
     sweep = SymbolSweep.load(context, storage, backtest)
     if sweep.windows is None:
         return sweep.nothing_to_score(context)

@@ -5,18 +5,22 @@ from __future__ import annotations
 import os
 from typing import ClassVar
 
-from dagster import ConfigurableResource, InitResourceContext, get_dagster_logger
+from dagster import ConfigurableResource, get_dagster_logger
 from pydantic import Field, PrivateAttr, field_validator
 
 from forecast_core import compiled
 from forecast_core.checkpoints import checkpoint_revision, resolve_checkpoint
 from forecast_core.device import claim_device, resolve_dtype
 from forecast_core.kronos.forecaster import DEFAULT_TINY, DEFAULT_TINY_TOKENIZER, KronosForecaster, load_kronos
+from forecast_core.pretraining import Cutoff, bundled_model_id, load_registry, parse_date
 from forecast_core.toto import DEFAULT_TINY_DIR, TotoForecaster, load_toto
 
 
 class _ResidentModel(ConfigurableResource):
-    """A forecaster loaded once in ``setup_for_execution`` and reused by every trial of the step.
+    """A forecaster loaded on first use in a step and reused by every trial of the step.
+
+    Loading waits for the first use, so a step that only reads the configuration (the selection
+    statistics: ``cutoff``) never loads weights or claims a device.
 
     Compilation (forecast_core/compiled.py) is decided on first use of ``forecaster``, so a step
     that never forecasts never compiles; ``compile_report`` says what was decided and why.
@@ -38,6 +42,9 @@ class _ResidentModel(ConfigurableResource):
     probe_context: int = Field(default=0, description="probe context bars (0: the model's default)")
     probe_horizon: int = Field(default=0, description="probe horizon (0: the model's default)")
     probe_samples: int = Field(default=0, description="probe sample paths (0: the model's default)")
+    pretraining_cutoff: str = Field(default="", description="ISO date (YYYY-MM-DD): the last date this runtime's "
+                                    "model may have seen in pretraining, overriding forecast_core/data/"
+                                    "pretraining_cutoffs.json (empty: use the registry)")
 
     _forecaster: object = PrivateAttr(default=None)
     _revision: str = PrivateAttr(default="")
@@ -57,10 +64,30 @@ class _ResidentModel(ConfigurableResource):
             raise ValueError(f"compile_mode={value!r}: use one of {', '.join(compiled.MODES)}")
         return value
 
+    @field_validator("pretraining_cutoff")
+    @classmethod
+    def _iso_cutoff(cls, value: str) -> str:
+        if value:
+            parse_date(value, "pretraining_cutoff")  # raises ValueError naming the field and value
+        return value
+
+    def cutoff(self, symbol: str) -> Cutoff:
+        """What this runtime's model (for Kronos: the model, not the tokenizer) may have seen of ``symbol``."""
+        model_id = bundled_model_id(self.source)
+        overrides = {model_id: self.pretraining_cutoff} if self.pretraining_cutoff else None
+        return load_registry(overrides).lookup(model_id, symbol)
+
+    def _load(self) -> None:
+        raise NotImplementedError
+
+    def _loaded(self):
+        if self._forecaster is None:
+            self._load()
+        return self._forecaster
+
     @property
     def forecaster(self):
-        if self._forecaster is None:
-            raise RuntimeError(f"{type(self).__name__} used outside a Dagster step; call setup_for_execution first")
+        self._loaded()
         if self._compiled is None:
             key = self.compile_key() if self.compile != "off" else None
             self._compiled = compiled.prepare(self.kind, self._forecaster, key, self.compiled_dir, self.compile,
@@ -80,17 +107,14 @@ class _ResidentModel(ConfigurableResource):
 
     def compile_key(self) -> compiled.CacheKey:
         """Everything the compile cache depends on, for the loaded weights and this configuration."""
-        if self._forecaster is None:
-            raise RuntimeError(f"{type(self).__name__}: call setup_for_execution before compile_key")
-        weight = next(self._forecaster.model.parameters())
+        weight = next(self._loaded().model.parameters())
         return compiled.CacheKey.current(self.kind, self._model_id(), self._revision, str(weight.device),
                                          str(weight.dtype).removeprefix("torch."), self.compile_mode,
                                          self.probe_shape())
 
     def build_compiled(self) -> compiled.Outcome:
         """The model asset: measure and persist (or re-verify) the compile cache, then use its decision."""
-        if self._forecaster is None:
-            raise RuntimeError(f"{type(self).__name__}: call setup_for_execution before build_compiled")
+        self._loaded()
         if self.compile == "off":
             self._compiled = compiled.prepare(self.kind, self._forecaster, None, self.compiled_dir, "off")
         else:
@@ -104,6 +128,7 @@ class _ResidentModel(ConfigurableResource):
     @property
     def model_revision(self) -> str:
         """Commit or content hash of the loaded weights: part of every trial's identity."""
+        self._loaded()
         return self._revision
 
 
@@ -118,7 +143,7 @@ class TotoRuntime(_ResidentModel):
     dtype: str = Field(default="float32", description="float32 | bfloat16 | float16")
     samples_per_batch: int = Field(default=512, description="sample chunk size: memory/speed only, never results")
 
-    def setup_for_execution(self, context: InitResourceContext) -> None:
+    def _load(self) -> None:
         directory = resolve_checkpoint(self.source, self.revision or None)
         model = load_toto(directory, device=claim_device(self.device), dtype=resolve_dtype(self.dtype))
         self._forecaster = TotoForecaster(model, samples_per_batch=self.samples_per_batch)
@@ -143,7 +168,7 @@ class KronosRuntime(_ResidentModel):
     device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N")
     max_rows: int = Field(default=2048, description="rows decoded together: memory/speed only, never results")
 
-    def setup_for_execution(self, context: InitResourceContext) -> None:
+    def _load(self) -> None:
         model_dir = resolve_checkpoint(self.source, self.revision or None)
         tokenizer_dir = resolve_checkpoint(self.tokenizer_source, self.tokenizer_revision or None)
         model, tokenizer = load_kronos(model_dir, tokenizer_dir, device=claim_device(self.device))

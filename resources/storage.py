@@ -36,6 +36,7 @@ class StorageResource(ConfigurableResource):
         return Storage(self.root)
 
     def dbt_env(self) -> dict[str, str]:
-        """Environment for dbt: where the DuckDB file and the trial Parquet files are."""
+        """Environment for dbt: where the DuckDB file, the trial and the selection Parquet files are."""
         store = self.storage()
-        return {"HPO_METRICS_DB": str(store.duckdb_path), "HPO_TRIALS_DIR": str(store.trials_dir)}
+        return {"HPO_METRICS_DB": str(store.duckdb_path), "HPO_TRIALS_DIR": str(store.trials_dir),
+                "HPO_SELECTION_DIR": str(store.selection_dir)}

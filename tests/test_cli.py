@@ -30,6 +30,20 @@ def test_demo_subset_lands_in_the_instance_then_compare_reads_it(tmp_path):
     assert "selected configs" in done.stdout and "NVDA" in done.stdout and "persistence" in done.stdout
     for kind in ("toto", "kronos", "best"):
         assert [p.name for p in (tmp_path / "hp" / kind).glob("*.json")] == ["NVDA.json"]
+    for model in ("toto", "kronos"):  # the selection block names the test and its evidence
+        meta = json.loads((tmp_path / "hp" / model / "NVDA.json").read_text())["metadata"]
+        selection = meta["selection"]
+        assert selection["test"].startswith("StepM at 5% (SPA p-value), circular bootstrap, block 1; MCS at 10%")
+        assert 0.0 <= selection["p_value_vs_default"] <= 1.0
+        assert 1 <= selection["confidence_set_size"] == len(selection["confidence_set"]) <= selection["configs_tested"]
+        assert selection["pooled_challenger"]["outcome"].startswith("no pooled challenger: 1 tunable symbol(s)")
+        assert meta["pretraining"]["test_windows_out_of_sample"] == 8  # the tiny models never saw 2019-09 on
+        assert meta["pretraining"]["statement"].startswith("8 of 8 test windows out-of-sample")
+    best = json.loads((tmp_path / "hp" / "best" / "NVDA.json").read_text())
+    assert f"NVDA: {best['model']} wins: {best['metadata']['reason']}" in done.stdout
+    assert (best["config_path"] is None) == (best["model"] in ("persistence", "random_walk"))
+    winner_row = next(line for line in done.stdout.splitlines() if line.strip().startswith("NVDA") and " * " in line)
+    assert f"{best['model']} *" in winner_row  # the table marks the winner, persistence included
     with duckdb.connect(str(tmp_path / "st" / "metrics.duckdb"), read_only=True) as con:
         symbols = {r[0] for r in con.execute("select distinct symbol from leaderboard").fetchall()}
     assert symbols == {"NVDA"}

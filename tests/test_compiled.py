@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 import torch
-from dagster import AssetCheckKey, AssetKey, DagsterInstance, build_init_resource_context, materialize
+from dagster import AssetCheckKey, AssetKey, DagsterInstance, materialize
 
 from forecast_core import compiled
 from forecast_core.toto import DEFAULT_TINY_DIR
@@ -26,7 +26,6 @@ SMALL = dict(probe_windows=1, probe_context=64, probe_horizon=64, probe_samples=
 def toto_runtime(root, **overrides) -> TotoRuntime:
     config = dict(source=str(DEFAULT_TINY_DIR), device="cpu", compiled_dir=str(root), min_speedup=0.0, **SMALL)
     runtime = TotoRuntime(**{**config, **overrides})
-    runtime.setup_for_execution(build_init_resource_context())
     return runtime
 
 
@@ -183,7 +182,6 @@ def test_unmaterialized_and_off_run_eager_without_touching_the_cache(tmp_path, m
     monkeypatch.setenv(compiled.ENV_DIR, str(tmp_path / "from-env"))
     assert TotoRuntime().compiled_dir == str(tmp_path / "from-env")
     kronos = KronosRuntime(device="cpu", compiled_dir=str(tmp_path / "none"))
-    kronos.setup_for_execution(build_init_resource_context())
     assert not compiled.is_compiled("kronos", kronos.forecaster.model)
     assert kronos.compile_report["compiled"] is False and "no compiled cache" in kronos.compile_report["reason"]
     assert "kronos_model" in kronos.compile_report["reason"]  # says how to build it

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dagster import AssetCheckKey, AssetKey
 
+from forecast_core.forecasters import BASELINES
+from forecast_core.selection_statistics import TABLES
 from hpo_assets.definitions import defs
+from hpo_assets.metrics import DBT_PROJECT_DIR
 
 EXPECTED_GRAPH = {
     "price_history": set(),
@@ -13,9 +16,12 @@ EXPECTED_GRAPH = {
     "kronos_sweep": {"price_history", "kronos_model"},
     "stg_trials": {"baseline_sweep", "toto_sweep", "kronos_sweep"},
     "leaderboard": {"stg_trials"},
-    "best_configs": {"leaderboard", "stg_trials"},
-    "test_report": {"best_configs", "stg_trials"},
-    "model_choice": {"best_configs", "leaderboard"},
+    **{f"selection/{table}": {"stg_trials", "leaderboard"} for table in TABLES},
+    "best_configs": {"selection/decisions", "selection/pretraining", "leaderboard"},
+    "test_report": {"selection/test_report"},
+    "model_choice": {"selection/model_choice", "leaderboard", "best_configs"},
+    "pooled_challengers": {"selection/pooled", "leaderboard"},
+    "window_pretraining": {"selection/pretraining_windows"},
     "pareto_front": {"leaderboard"},
     "selected_configs": {"best_configs", "test_report", "model_choice"},
     "toto_model": set(),
@@ -29,7 +35,7 @@ def test_asset_graph_snapshot():
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
     assert keys == set(EXPECTED_GRAPH)
     for name, parents in EXPECTED_GRAPH.items():
-        node = graph.get(AssetKey(name))
+        node = graph.get(AssetKey.from_user_string(name))
         assert {p.to_user_string() for p in node.parent_keys} == parents, name
         assert (node.partitions_def is not None) == (name in PARTITIONED), name
 
@@ -60,3 +66,11 @@ def test_model_assets_run_in_the_accelerator_pool_with_a_blocking_parity_check()
         assert node.group_name == "models" and node.partitions_def is None, name
         spec = defs.get_assets_def(name).get_spec_for_check_key(AssetCheckKey(AssetKey(name), "compiled_matches_eager"))
         assert spec.blocking, name
+
+
+def test_the_dbt_baseline_list_matches_the_core():
+    """pareto_front excludes the baselines by the dbt var; the core's BASELINES is the owner."""
+    import yaml
+
+    project = yaml.safe_load((DBT_PROJECT_DIR / "dbt_project.yml").read_text())
+    assert set(project["vars"]["baseline_models"]) == set(BASELINES)

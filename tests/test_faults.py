@@ -33,7 +33,7 @@ from forecast_core.forecasters import BASELINES, BATCH_RTOL
 from forecast_core.store import Storage, StoreError
 from forecast_core.windows import WindowSpec, build_windows
 from hpo_assets.lib import reclaim_dead_runs, register_symbols
-from hpo_assets.metrics import dbt_metrics
+from hpo_assets.metrics import dbt_metrics, metrics_assets
 from hpo_assets.prices import price_history
 from hpo_assets.selection import selected_configs
 from hpo_assets.sweeps import BASELINE_TRIALS, baseline_sweep, kronos_sweep, toto_sweep
@@ -155,7 +155,7 @@ def tuned(tmp_path_factory):
     assert resumed.success
     seen["resumed"] = _meta(resumed, "kronos_sweep")
     seen["temp_files_left"] = sorted(p.name for p in folder.glob(".*.tmp"))
-    assert materialize([dbt_metrics], instance=instance, resources=resources).success
+    assert materialize(metrics_assets(), instance=instance, resources=resources).success
     return {"root": root, "store": store_dir, "reference": reference_dir, "instance": instance,
             "resources": resources, "csv": csv, "seen": seen}
 
@@ -294,10 +294,10 @@ def test_corrupt_trial_parquet_is_named_and_recomputed(tmp_path, csv_dir):
     again = materialize([baseline_sweep], partition_key="AAA", instance=instance, resources=resources)
     assert again.success
     meta = _meta(again, "baseline_sweep")
-    assert (meta["trials_computed"], meta["trials_skipped"]) == (1, 2)  # only the damaged trial
+    assert (meta["trials_computed"], meta["trials_skipped"]) == (1, len(BASELINE_TRIALS) - 1)  # only the damaged trial
     assert pq.read_table(victim).num_rows == WINDOWS
     rows = store.read_trials()
-    assert len(rows) == 3 * WINDOWS and not rows.duplicated(["config_hash", "origin_index"]).any()
+    assert len(rows) == len(BASELINE_TRIALS) * WINDOWS and not rows.duplicated(["config_hash", "origin_index"]).any()
 
 
 def test_corrupt_metrics_duckdb_is_named_with_the_fix(tmp_path, csv_dir, tuned):
@@ -404,7 +404,7 @@ def _scaled(frame: pd.DataFrame, factor: float) -> pd.DataFrame:
 
 def _baseline_scores(frame: pd.DataFrame) -> pd.DataFrame:
     windows = build_windows(frame, SPEC, "ODD")
-    return pd.concat([score_trials(windows, draw(BASELINES[t.model], windows, 1), [t])
+    return pd.concat([score_trials(windows, draw(BASELINES[t.model], windows, t.num_samples), [t])
                       for t in BASELINE_TRIALS.values()], ignore_index=True)
 
 

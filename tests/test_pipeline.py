@@ -15,7 +15,7 @@ from dagster import DagsterInstance, DagsterRunStatus, materialize
 from hpo_assets.lib import register_symbols
 from hpo_assets.metrics import dbt_metrics
 from hpo_assets.prices import price_history
-from hpo_assets.sweeps import baseline_sweep
+from hpo_assets.sweeps import BASELINE_TRIALS, baseline_sweep
 from tests.conftest import TINY_BACKTEST
 from tests.dagster_helpers import make_resources
 
@@ -60,7 +60,7 @@ def test_concurrent_partitions_then_dbt_build(tmp_path, csv_dir, dagster_home):
     assert built.success
     rows = _trial_rows(storage / "metrics.duckdb")
     windows = TINY_BACKTEST["n_val"] + TINY_BACKTEST["n_test"]
-    assert len(rows) == 2 * 3 * windows  # 2 symbols x 3 baselines x windows, nothing lost
+    assert len(rows) == 2 * len(BASELINE_TRIALS) * windows  # 2 symbols x baselines x windows, nothing lost
     assert len(set(rows)) == len(rows)  # nothing duplicated
 
     # Re-materialising a partition replaces its trials: no new rows, every trial skipped.
@@ -68,7 +68,7 @@ def test_concurrent_partitions_then_dbt_build(tmp_path, csv_dir, dagster_home):
                         resources=resources)
     assert again.success
     sweep_meta = again.asset_materializations_for_node("baseline_sweep")[0].metadata
-    assert sweep_meta["trials_computed"].value == 0 and sweep_meta["trials_skipped"].value == 3
+    assert sweep_meta["trials_computed"].value == 0 and sweep_meta["trials_skipped"].value == len(BASELINE_TRIALS)
     assert "last_test_window" in sweep_meta and "persistence" in sweep_meta["leaderboard"].value
     assert materialize([dbt_metrics], instance=instance, resources=resources).success
     assert sorted(_trial_rows(storage / "metrics.duckdb")) == sorted(rows)
@@ -76,6 +76,6 @@ def test_concurrent_partitions_then_dbt_build(tmp_path, csv_dir, dagster_home):
     with duckdb.connect(str(storage / "metrics.duckdb"), read_only=True) as con:
         board = con.execute("select symbol, model, val_windows, test_windows, val_rank, test_vs_persistence "
                             "from leaderboard order by symbol, val_rank").fetchall()
-    assert {r[0] for r in board} == {"AAA", "BBB"} and len(board) == 6
+    assert {r[0] for r in board} == {"AAA", "BBB"} and len(board) == 2 * len(BASELINE_TRIALS)
     assert all(r[2] == TINY_BACKTEST["n_val"] and r[3] == TINY_BACKTEST["n_test"] for r in board)
     assert [r[5] for r in board if r[1] == "persistence"] == [1.0, 1.0]

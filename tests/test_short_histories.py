@@ -24,7 +24,7 @@ from forecast_core.store import Storage
 from forecast_core.toto import TotoForecaster, load_toto
 from forecast_core.windows import WindowSpec, build_windows, plan_layout
 from hpo_assets.lib import register_symbols
-from hpo_assets.metrics import dbt_metrics
+from hpo_assets.metrics import metrics_assets
 from hpo_assets.prices import price_history
 from hpo_assets.selection import selected_configs
 from hpo_assets.sensors import RETUNE_AFTER_BARS
@@ -85,7 +85,7 @@ def test_short_and_gappy_histories_get_an_answer(tmp_path, random_checkpoints, d
     assert crypto.success
     meta = crypto.asset_materializations_for_node("price_history")[0].metadata
     assert meta["bars"].value == 700 and meta["repaired_bars"].value == 16
-    assert materialize([dbt_metrics], instance=instance, resources=resources).success
+    assert materialize(metrics_assets(), instance=instance, resources=resources).success
     for symbol in symbols:
         assert materialize([selected_configs], partition_key=symbol, instance=instance, resources=resources).success
 
@@ -118,9 +118,9 @@ def test_short_and_gappy_histories_get_an_answer(tmp_path, random_checkpoints, d
     for document in documents["OVLP"].values():  # 4 windows at stride 21 are one block of 4: no test possible
         windows, selection = document["windows"], document["metadata"]["selection"]
         assert (windows["n_val"], windows["stride"], windows["effective_val_windows"]) == (4, 21, 1.984)
-        assert not selection["significant_vs_default"] and selection["val_diff_ci95"] in ([None, None], [])
-        assert selection["reason"] == "the default config is best on validation" or \
-            selection["reason"].startswith("too few independent validation windows to test against the default")
+        assert not selection["significant_vs_default"] and selection["p_value_vs_default"] == 1.0
+        assert selection["test"] == "none: blocks of 4 leave fewer than two blocks in 4 windows"
+        assert selection["basis"] != "own"  # nothing can be shown better on one block of windows
 
     with duckdb.connect(str(tmp_path / "st" / "metrics.duckdb"), read_only=True) as con:
         marts = con.execute("select symbol, bool_and(tunable), max(val_windows), max(test_windows) "
@@ -140,7 +140,7 @@ def test_a_history_too_short_for_any_window_still_writes_the_defaults(tmp_path, 
     assert result.success
     meta = result.asset_materializations_for_node("toto_sweep")[0].metadata
     assert meta["trials_computed"].value == 0 and not meta["tunable"].value
-    assert materialize([dbt_metrics], instance=instance, resources=resources).success
+    assert materialize(metrics_assets(), instance=instance, resources=resources).success
     assert materialize([selected_configs], partition_key="TINY", instance=instance, resources=resources).success
     for model in ("toto", "kronos"):
         document = read_config(tmp_path / "st" / "hyperparams" / model / "TINY.json", model)

@@ -141,8 +141,24 @@ def test_bad_input_is_refused(losses, default, block):
         sig.selection_test(losses, default, block, seed=0)
 
 
-def test_old_rule_mirrors_the_sql_interval():
+def test_old_rule_is_a_percentile_interval_of_best_minus_default():
     """Best vs default only: a clear 1-point gain in every window is significant, with CI below 0."""
     losses = np.column_stack([np.linspace(3, 5, 8), np.linspace(3, 5, 8) - 1 + 0.1 * np.sin(np.arange(8))])
     result = sig.percentile_bootstrap_rule(losses, 0, 1, seed=0)
     assert result.best == 1 and result.significant and result.ci_low <= result.mean_diff <= result.ci_high < 0
+
+
+def test_paired_interval_on_test_windows():
+    """The test report's interval: same blocks, same refusal below two blocks, seeded."""
+    rng = np.random.default_rng(11)
+    gain = rng.normal(-1.0, 0.3, size=8)
+    clear = sig.paired_interval(gain, 1, seed=5)
+    assert clear.significantly_better and clear.ci_low <= clear.mean_diff <= clear.ci_high < 0
+    assert clear == sig.paired_interval(gain, 1, seed=5)
+    noise = sig.paired_interval(rng.normal(0.0, 1.0, size=8), 1, seed=5)
+    assert noise.ci_low < 0 < noise.ci_high and not noise.significantly_better
+    one_block = sig.paired_interval(gain, 5, seed=5)  # 2 x 5 > 8 windows: fewer than two blocks
+    assert one_block.ci_low is None and not one_block.significantly_better and one_block.windows == 8
+    assert sig.paired_interval(gain[:2], 1, seed=5).ci_high is None
+    with pytest.raises(ValueError, match="finite and non-empty"):
+        sig.paired_interval(np.array([]), 1, seed=5)

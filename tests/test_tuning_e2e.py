@@ -9,10 +9,11 @@ from dagster import AssetKey, DagsterInstance, materialize
 from forecast_core.configs import read_config
 from forecast_core.files import atomic_write_parquet
 from hpo_assets.lib import register_symbols
-from hpo_assets.metrics import dbt_metrics
+from hpo_assets.metrics import metrics_assets
 from hpo_assets.prices import price_history
 from hpo_assets.selection import selected_configs
 from hpo_assets.sweeps import baseline_sweep, kronos_sweep, toto_sweep
+from resources.models import KronosRuntime
 from tests.dagster_helpers import make_resources
 
 pytestmark = pytest.mark.slow
@@ -40,6 +41,10 @@ def test_tune_select_resume_and_never_read_test(tmp_path, csv_dir, random_checkp
     instance = DagsterInstance.get()
     register_symbols(instance, SYMBOLS)
     resources = make_resources(tmp_path / "st", csv_dir, random_checkpoints)
+    # a hand-made cutoff after the data's end for Kronos; Toto's random checkpoint has no known cutoff
+    resources["kronos"] = KronosRuntime(source=str(random_checkpoints["kronos"]), device="cpu",
+                                        tokenizer_source=str(random_checkpoints["kronos_tokenizer"]),
+                                        pretraining_cutoff="2100-01-01")
     sweeps = [price_history, baseline_sweep, toto_sweep, kronos_sweep]
     for symbol in SYMBOLS:
         first = materialize(sweeps, partition_key=symbol, instance=instance, resources=resources,
@@ -48,7 +53,7 @@ def test_tune_select_resume_and_never_read_test(tmp_path, csv_dir, random_checkp
         # toto: 2 counts x 3 aggregations + default + 3 guide presets; kronos: default (1 mean, 4 x 2
         # aggregations), one preset and one TPE promotion, each 4 samples x 2 aggregations (capped)
         assert (_computed(first, "toto_sweep"), _computed(first, "kronos_sweep")) == (10, 7)
-    assert materialize([dbt_metrics], instance=instance, resources=resources).success
+    assert materialize(metrics_assets(), instance=instance, resources=resources).success
     for symbol in SYMBOLS:
         assert materialize([selected_configs], partition_key=symbol, instance=instance, resources=resources).success
 
@@ -59,7 +64,18 @@ def test_tune_select_resume_and_never_read_test(tmp_path, csv_dir, random_checkp
             document = read_config(root / model / f"{symbol}.json", model)  # validates against the schema
             assert document["symbol"] == symbol and document["windows"]["forecast_horizon"] == 16
             assert document["validation"]["windows"] == 3 and document["test"]["windows"] == 2
-        assert best["config_path"] == f"hyperparams/{best['model']}/{symbol}.json"
+            assert document["metadata"]["selection"]["test"]  # names the test run (or why none was)
+        toto, kronos = (read_config(root / m / f"{symbol}.json", m)["metadata"] for m in ("toto", "kronos"))
+        assert toto["pretraining"]["test_windows_out_of_sample"] is None  # random weights: unknown, and said so
+        assert toto["pretraining"]["statement"].startswith("unknown pretraining cutoff for ")
+        assert kronos["pretraining"]["test_windows_out_of_sample"] == 0
+        assert kronos["pretraining"]["statement"].startswith("every test window (2) is inside the pretraining period")
+        assert all(set(by_metric) == {"all"} for by_metric in
+                   (m for ref in kronos["baselines_on_test"]["selected_vs"].values() for m in ref.values()))
+        if best["model"] in ("persistence", "random_walk"):  # no model beat persistence on validation
+            assert best["config_path"] is None and best["metadata"]["baseline"] and best["metadata"]["reason"]
+        else:
+            assert best["config_path"] == f"hyperparams/{best['model']}/{symbol}.json"
 
     # Re-materialising skips every stored trial.
     again = materialize(sweeps, partition_key="AAA", instance=instance, resources=resources, run_config=SMALL_SWEEPS)
@@ -74,7 +90,7 @@ def test_tune_select_resume_and_never_read_test(tmp_path, csv_dir, random_checkp
         test = rows["split"] == "test"
         rows.loc[test, "mae_pct"] = rows.loc[test, "mae_pct"] * 3.0 + 7.0
         atomic_write_parquet(path, rows)
-    assert materialize([dbt_metrics], instance=instance, resources=resources).success
+    assert materialize(metrics_assets(), instance=instance, resources=resources).success
     after = _selected(db)
     assert {k: v[0] for k, v in after.items()} == {k: v[0] for k, v in before.items()}
     assert all(after[k][1] == pytest.approx(before[k][1] * 3.0 + 7.0) for k in before)

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from forecast_core.budgets import BASELINE_TRIALS
+
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
 WEBSERVER = str(Path(sys.executable).parent / "dagster-webserver")
@@ -248,6 +250,6 @@ def test_materialise_sweep_through_webserver_graphql(webserver):
     assert board["__typename"] == "MarkdownMetadataEntry", board
     header = board["mdStr"].splitlines()[0]
     assert "config_name" in header, board["mdStr"][:500]
-    assert all(name in board["mdStr"] for name in ("persistence", "seasonal_naive", "drift")), board["mdStr"]
-    assert meta["trials_computed"]["intValue"] == 3 and meta["trials_skipped"]["intValue"] == 0
+    assert all(name in board["mdStr"] for name in ("persistence", "seasonal_naive", "drift", "random_walk")), board["mdStr"]
+    assert meta["trials_computed"]["intValue"] == len(BASELINE_TRIALS) and meta["trials_skipped"]["intValue"] == 0
     assert meta["last_test_window"]["mdStr"].startswith("![")  # the forecast plot travels as inline PNG

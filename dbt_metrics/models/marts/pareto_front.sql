@@ -3,7 +3,7 @@
 with configs as (
     select symbol, model, config_name, config_hash, val_mae_pct, test_mae_pct, seconds_per_forecast
     from {{ ref('leaderboard') }}
-    where model not in ('persistence', 'seasonal_naive', 'drift') and val_mae_pct is not null
+    where model not in ('{{ var("baseline_models") | join("', '") }}') and val_mae_pct is not null
 )
 
 select c.symbol || '|' || c.config_hash as pareto_key, c.*
