@@ -119,7 +119,7 @@ def retune_reason(root: Path, symbol: str, prices_end: list, revisions: dict[str
 
     ``prices_end``: timestamps of the stored bars; ``revisions``: the weights revision each model
     runtime would use now. Stale when a config is missing or unreadable, was selected for other
-    weights, or at least ``min_new_bars`` bars have arrived since its data ended.
+    weights, or at least ``min_new_bars`` bars (0: never) have arrived since its data ended.
     """
     for model in MODELS:
         path = config_path(root, model, symbol)
@@ -132,6 +132,6 @@ def retune_reason(root: Path, symbol: str, prices_end: list, revisions: dict[str
             return f"{model} config was selected for weights {stored}, runtime now has {revisions[model]}"
         data_end = datetime.fromisoformat(document["metadata"]["data_end"]).date()
         new_bars = sum(1 for t in prices_end if t.date() > data_end)
-        if new_bars >= min_new_bars:
+        if min_new_bars and new_bars >= min_new_bars:
             return f"{new_bars} new bars since the {model} config was selected on data ending {data_end}"
     return None

@@ -123,6 +123,17 @@ def build_windows(frame: pd.DataFrame, spec: WindowSpec, symbol: str, base_seed:
     count = spec.n_val + spec.n_test
     origins = np.array([n - spec.horizon - k * spec.step for k in range(count)][::-1], dtype=np.int64)
     splits = np.array([VALIDATION] * spec.n_val + [TEST] * spec.n_test)
+    return windows_at(frame, origins, splits, spec, symbol, base_seed)
+
+
+def windows_at(frame: pd.DataFrame, origins: np.ndarray, splits: np.ndarray, spec: WindowSpec, symbol: str,
+               base_seed: int = 0) -> Windows:
+    """Windows at given origins (ascending bar indices), each with ``spec.context`` bars before it and
+    ``spec.horizon`` target bars, seeded as every backtest window (also the forward scorecard's)."""
+    origins = np.asarray(origins, dtype=np.int64)
+    if len(origins) and (origins[0] < spec.context or origins[-1] + spec.horizon > len(frame)):
+        raise ValueError(f"{symbol}: origins {origins[0]}..{origins[-1]} need {spec.context} context bars before "
+                         f"and {spec.horizon} target bars after them within {len(frame)} bars")
     values = frame.loc[:, list(PRICE_COLUMNS)].to_numpy(dtype=np.float64)
     stamps = frame["timestamp"].to_numpy(dtype="datetime64[ns]")
     ctx_idx = origins[:, None] + np.arange(-spec.context, 0)[None, :]

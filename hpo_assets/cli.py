@@ -3,7 +3,7 @@
 ``hpo demo`` is the main job: register the embedded symbols, tune each one (prices, baseline, Toto
 and Kronos sweeps), build the dbt marts, write the selected configs, print the per-symbol table.
 ``hpo compare`` scores given configs (defaults, stored ones, TOTO_*/KRONOS_* overrides) side by side;
-``hpo tune`` runs the Dagster tuning path for some symbols. Runs land in ``$DAGSTER_HOME`` (default
+``hpo tune`` runs the Dagster tuning path for some symbols; ``hpo forward`` prints the forward scorecard. Runs land in ``$DAGSTER_HOME`` (default
 ``./.dagster_home``) and trials in ``$HPO_STORAGE_DIR`` (default ``./storage``).
 """
 
@@ -217,6 +217,37 @@ def _describe(layout) -> str:
             f"context {spec.context}, stride {spec.step}; {layout.reason}")
 
 
+def cmd_forward(args: argparse.Namespace) -> int:
+    """The forward scorecard: each stored config on the windows after its selection, and drift."""
+    from forecast_core.forward import ForwardStore, drift_reason
+    from resources import RetuneSettings
+
+    store = ForwardStore(_storage().root)
+    symbols = [validate_symbol(s) for s in args.symbols] if args.symbols else sorted(
+        p.stem.removeprefix("symbol=") for p in (store.dir / "report").glob("symbol=*.parquet"))
+    if not symbols:
+        print(f"no forward scorecards under {store.dir} yet: tune and select configs, then let new bars arrive "
+              "(refresh_prices scores each newly completed window)")
+        return 0
+    policy = RetuneSettings().drift_policy()
+    columns = ["kind", "config_name", "selected_at", "forward_windows", "mae_pct", "persistence_mae_pct",
+               "ratio_to_persistence", "diff_vs_persistence", "ci_low_vs_persistence", "ci_high_vs_persistence",
+               "default_mae_pct", "worse_than_persistence_in_a_row"]
+    for symbol in symbols:
+        report = store.read_report(symbol)
+        shown = report if args.history else report[report["current"]]
+        print(f"\n{symbol}: forward windows after each selection (MAE%; diff = stored - persistence, 95% interval)")
+        if shown.empty:
+            print("  no scorecard yet")
+            continue
+        _print_table(shown[columns].rename(columns={"config_name": "config", "worse_than_persistence_in_a_row":
+                                                    "worse_in_a_row", "forward_windows": "windows"}))
+        reason = drift_reason(report, policy)
+        print(f"  re-tune: {reason}" if reason else "  no drift under the default policy "
+              f"(margin {policy.margin:.0%}, {policy.consecutive} in a row, {policy.min_windows}+ windows)")
+    return 0
+
+
 def cmd_add_symbols(args: argparse.Namespace) -> int:
     from .lib import register_symbols
 
@@ -244,6 +275,10 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--forecast-horizon", type=int, default=64)
     compare.add_argument("--use-stored-hyperparams", action="store_true",
                          help="score hyperparams/{toto,kronos}/SYMBOL.json instead of the defaults")
+    forward = sub.add_parser("forward", help="print the forward scorecard: stored configs on the bars after selection")
+    forward.add_argument("symbols", nargs="*", help="symbols (default: every symbol with a scorecard)")
+    forward.add_argument("--history", action="store_true", help="also the scorecards of configs since re-tuned")
+    forward.set_defaults(func=cmd_forward)
     add = sub.add_parser("add-symbols", help="add symbols as partitions (the sensor also adds new CSV files)")
     add.add_argument("symbols", nargs="+")
     add.set_defaults(func=cmd_add_symbols)

@@ -2,13 +2,14 @@
 
 from dagster import Definitions, multiprocess_executor
 
-from resources import BacktestSettings, PriceSourceResource, StorageResource
+from resources import BacktestSettings, PriceSourceResource, RetuneSettings, StorageResource
 from resources.models import KronosRuntime, TotoRuntime
 
 from .jobs import metrics_job, refresh_prices_job, select_configs_job, tune_symbol_job
 from .metrics import dbt_metrics, dbt_resource, dbt_selection_marts
 from .models import kronos_model, toto_model
 from .prices import price_history
+from .scorecard import forward_scores
 from .schedules import weekly_retune
 from .selection import selected_configs
 from .sensors import price_source_sensor, stale_config_sensor
@@ -21,6 +22,7 @@ def default_resources() -> dict:
         "prices": PriceSourceResource(),
         "storage": StorageResource(),
         "backtest": BacktestSettings(),
+        "retune": RetuneSettings(),
         "toto": TotoRuntime(),
         "kronos": KronosRuntime(),
         "dbt": dbt_resource(),
@@ -35,7 +37,7 @@ executor = multiprocess_executor.configured(
 
 defs = Definitions(
     assets=[price_history, baseline_sweep, toto_sweep, kronos_sweep, dbt_metrics, selection_statistics,
-            dbt_selection_marts, selected_configs, toto_model, kronos_model],
+            dbt_selection_marts, selected_configs, forward_scores, toto_model, kronos_model],
     jobs=[refresh_prices_job, tune_symbol_job, metrics_job, select_configs_job],
     schedules=[weekly_retune],
     sensors=[price_source_sensor, stale_config_sensor],

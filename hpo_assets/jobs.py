@@ -4,13 +4,15 @@ from dagster import AssetSelection, define_asset_job
 
 from .metrics import metrics_assets
 from .prices import price_history
+from .scorecard import forward_scores
 from .selection import selected_configs
 from .sweeps import baseline_sweep, kronos_sweep, toto_sweep
 
 refresh_prices_job = define_asset_job(
     "refresh_prices",
-    selection=AssetSelection.assets(price_history),
-    description="Load, check and store one symbol's prices (what the price-source sensor requests).",
+    selection=AssetSelection.assets(price_history, forward_scores),
+    description="Load, check and store one symbol's prices, then score its stored configs on the newly "
+                "completed forward windows (what the price-source sensor requests).",
 )
 
 tune_symbol_job = define_asset_job(

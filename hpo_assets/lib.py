@@ -81,7 +81,8 @@ def reclaim_dead_runs(instance: DagsterInstance) -> list[str]:
 
 
 def md_table(frame: pd.DataFrame, digits: int = 3) -> MetadataValue:
-    return MetadataValue.md(frame.round(digits).to_markdown(index=False) if not frame.empty else "_no rows_")
+    rounded = frame.round({column: digits for column in frame.select_dtypes("number").columns})
+    return MetadataValue.md(rounded.to_markdown(index=False) if not frame.empty else "_no rows_")
 
 
 def plot_png(fig, title: str) -> MetadataValue:

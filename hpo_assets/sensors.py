@@ -7,15 +7,13 @@ from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, Se
 
 from forecast_core.checkpoints import checkpoint_revision, resolve_checkpoint
 from forecast_core.configs import retune_reason
+from forecast_core.forward import ForwardStore, drift_reason
 from forecast_core.store import StoreError
-from resources import PriceSourceResource, StorageResource
+from resources import PriceSourceResource, RetuneSettings, StorageResource
 from resources.models import KronosRuntime, TotoRuntime
 
 from .jobs import refresh_prices_job, tune_symbol_job
 from .lib import symbols_partitions
-
-RETUNE_AFTER_BARS = 20  # about a trading month of daily bars
-
 
 @sensor(job=refresh_prices_job, minimum_interval_seconds=300, default_status=DefaultSensorStatus.STOPPED)
 def price_source_sensor(context: SensorEvaluationContext, prices: PriceSourceResource):
@@ -45,11 +43,14 @@ def _revision(source: str, revision: str) -> str:
 
 @sensor(job=tune_symbol_job, minimum_interval_seconds=600, default_status=DefaultSensorStatus.STOPPED)
 def stale_config_sensor(context: SensorEvaluationContext, storage: StorageResource, toto: TotoRuntime,
-                        kronos: KronosRuntime):
-    """Request a re-tune of each symbol whose configs are missing, from other weights, or whose
-    stored prices advanced by RETUNE_AFTER_BARS bars since selection. Run keys (symbol, data version,
-    revisions) make repeated evaluations idempotent while a tune is pending."""
-    store = storage.storage()
+                        kronos: KronosRuntime, retune: RetuneSettings):
+    """The one place deciding re-tunes: a symbol whose configs are missing or from other weights, whose
+    forward scorecard shows its stored config falling behind persistence or its default (``retune``:
+    margin with the paired test's evidence, or K forward windows in a row worse than persistence), or,
+    when ``retune.after_new_bars`` is set, whose prices advanced that many bars since selection.
+    Run keys (symbol, last bar, revisions) make repeated evaluations idempotent while a tune is
+    pending; the reason is in the run's ``retune_reason`` tag."""
+    store, forward = storage.storage(), ForwardStore(storage.root)
     revisions = {"toto": _revision(toto.source, toto.revision),
                  "kronos": _revision(kronos.source, kronos.revision) + "+" +
                  _revision(kronos.tokenizer_source, kronos.tokenizer_revision)}
@@ -60,10 +61,14 @@ def stale_config_sensor(context: SensorEvaluationContext, storage: StorageResour
         except StoreError:
             continue  # prices not materialised yet: price_source_sensor / a tune run will do it
         reason = retune_reason(Path(storage.hyperparams_dir), symbol, list(prices["timestamp"]), revisions,
-                               RETUNE_AFTER_BARS)
+                               retune.after_new_bars)
+        trigger = "stale"
+        if reason is None:
+            reason, trigger = drift_reason(forward.read_report(symbol), retune.drift_policy()), "forward evidence"
         if reason:
             context.log.info(f"{symbol}: {reason}")
             last = prices["timestamp"].iloc[-1].date()
             requests.append(RunRequest(run_key=f"{symbol}:{last}:{revisions['toto']}:{revisions['kronos']}",
-                                       partition_key=symbol, tags={"retune_reason": reason[:200]}))
+                                       partition_key=symbol, tags={"retune_reason": reason[:200],
+                                                                        "retune_trigger": trigger}))
     return requests or SkipReason("every symbol's configs are current")

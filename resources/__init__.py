@@ -1,7 +1,7 @@
-"""Dagster resources: price sources, storage (prices, trial metrics, DuckDB), backtest settings, device."""
+"""Dagster resources: price sources, storage (prices, trial metrics, DuckDB), backtest and re-tune settings."""
 
 from .prices import PriceSourceResource
-from .settings import BacktestSettings
+from .settings import BacktestSettings, RetuneSettings
 from .storage import StorageResource
 
-__all__ = ["BacktestSettings", "PriceSourceResource", "StorageResource"]
+__all__ = ["BacktestSettings", "PriceSourceResource", "RetuneSettings", "StorageResource"]

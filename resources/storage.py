@@ -7,6 +7,7 @@ import os
 from dagster import ConfigurableResource
 from pydantic import Field, field_validator
 
+from forecast_core.forward import ForwardStore
 from forecast_core.store import Storage
 
 
@@ -39,4 +40,4 @@ class StorageResource(ConfigurableResource):
         """Environment for dbt: where the DuckDB file, the trial and the selection Parquet files are."""
         store = self.storage()
         return {"HPO_METRICS_DB": str(store.duckdb_path), "HPO_TRIALS_DIR": str(store.trials_dir),
-                "HPO_SELECTION_DIR": str(store.selection_dir)}
+                "HPO_SELECTION_DIR": str(store.selection_dir), "HPO_FORWARD_DIR": str(ForwardStore(store.root).dir)}

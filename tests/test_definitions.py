@@ -24,10 +24,12 @@ EXPECTED_GRAPH = {
     "window_pretraining": {"selection/pretraining_windows"},
     "pareto_front": {"leaderboard"},
     "selected_configs": {"best_configs", "test_report", "model_choice"},
+    "forward_scores": {"price_history", "selected_configs"},
+    "forward_report": {"forward_scores"},
     "toto_model": set(),
     "kronos_model": set(),
 }
-PARTITIONED = {"price_history", "baseline_sweep", "toto_sweep", "kronos_sweep", "selected_configs"}
+PARTITIONED = {"price_history", "baseline_sweep", "toto_sweep", "kronos_sweep", "selected_configs", "forward_scores"}
 
 
 def test_asset_graph_snapshot():

@@ -494,3 +494,112 @@ def test_models_forecast_sub_unit_prices_like_dollar_prices():
             scores[factor] = mae_pct(aggregate(paths, "median", sample_axis=1), windows.targets).mean()
         assert np.isfinite(list(scores.values())).all()
         assert abs(scores[1e-4] - scores[1.0]) < 0.5 * scores[1.0], (forecaster.name, scores)
+
+
+# -- kill -9 mid forward scoring ------------------------------------------------------------------------------
+FORWARD_TUNED, FORWARD_WINDOWS = 300, 32  # config files saw 300 bars; 32 forward windows of 16 bars are pending
+
+
+def _forward_config(model: str, knobs: dict, data_end: str) -> dict:
+    """A config file as selected_configs writes it (valid against the schema), for a stored history."""
+    scores = {"mae_pct": 5.0, "windows": 2}
+    return {"symbol": "AAA", "model": model, "config": {"name": f"{model}-picked", **knobs},
+            "validation": scores, "test": scores,
+            "windows": {"n_val": SPEC.n_val, "n_test": SPEC.n_test, "forecast_horizon": SPEC.horizon,
+                        "stride": SPEC.step, "context": SPEC.context},
+            "metadata": {"model_id": model, "model_revision": "bundled", "data_end": data_end, "data_version": "x",
+                         "seed": 0, "search": {"method": "grid", "trials": 1}, "baselines_on_test": {},
+                         "selection": {"significant_vs_default": False, "reason": "hand-made for the kill test"},
+                         "selected_at": "2026-01-05T00:00:00+00:00", "code_version": "test"}}
+
+
+def test_kill_9_mid_forward_scoring_then_rerun_loses_and_duplicates_nothing(tmp_path, dagster_home):
+    """`forward_scores` writes the toto, kronos and best scorecards one after another; a SIGKILL once the
+    first file lands must leave it whole, and the re-run must add exactly the missing scorecards' windows.
+    A Toto config of 4096 samples (best points at it too) keeps the run busy for seconds after the first file."""
+    from forecast_core.forward import ForwardStore, current_scorecards, forward_windows
+    from hpo_assets.scorecard import forward_scores
+
+    store_dir = tmp_path / "st"
+    prices = make_prices(FORWARD_TUNED + FORWARD_WINDOWS * SPEC.horizon + SPEC.horizon - 1, seed=5)
+    Storage(store_dir).write_prices("AAA", prices)
+    data_end = prices["timestamp"].iloc[FORWARD_TUNED - 1].date().isoformat()
+    hyperparams = store_dir / "hyperparams"
+    toto = _forward_config("toto", {"num_samples": 4096, "aggregate": "median", "samples_per_batch": 4096}, data_end)
+    kronos = _forward_config("kronos", {"temperature": 0.8, "top_p": 0.95, "top_k": 0, "sample_count": 16,
+                                        "max_context": 64, "clip": 5.0, "aggregate": "mean"}, data_end)
+    write_config(hyperparams, "toto", "AAA", toto)
+    write_config(hyperparams, "kronos", "AAA", kronos)
+    write_config(hyperparams, "best", "AAA", {
+        "symbol": "AAA", "model": "toto", "config_path": "hyperparams/toto/AAA.json", "config": toto["config"],
+        "validation": toto["validation"], "test": toto["test"],
+        "metadata": {"selected_at": toto["metadata"]["selected_at"], "data_version": "x", "compared": {},
+                     "reason": "hand-made for the kill test"}})
+    cards, problems = current_scorecards(hyperparams, "AAA")
+    assert problems == [] and [c.kind for c in cards] == ["toto", "kronos", "best"]
+    expected = {c.id: set(forward_windows(prices, c).origins.tolist()) for c in cards}
+    assert all(len(origins) == FORWARD_WINDOWS for origins in expected.values())
+
+    instance = DagsterInstance.get()
+    instance.event_log_storage.set_concurrency_slots("accelerator", 1)  # the killed run holds the only slot
+    register_symbols(instance, ["AAA"])
+    run_config = tmp_path / "run.json"
+    run_config.write_text(json.dumps({"resources": {"backtest": {"config": TINY_BACKTEST}}}))
+    env = {**os.environ, "HPO_STORAGE_DIR": str(store_dir), "HPO_HYPERPARAMS_DIR": str(hyperparams),
+           "DAGSTER_HOME": str(dagster_home)}
+    for name in ("HPO_TOTO_SOURCE", "HPO_KRONOS_SOURCE", "HPO_KRONOS_TOKENIZER_SOURCE"):
+        env.pop(name, None)  # the bundled tiny checkpoints, as in-process
+    folder = store_dir / "forward" / "symbol=AAA"
+    log = tmp_path / "killed_run.log"
+    started = time.monotonic()
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [DAGSTER, "asset", "materialize", "-m", "hpo_assets.definitions", "-d", str(REPO),
+             "--select", "forward_scores", "--partition", "AAA", "-c", str(run_config)],
+            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        at_kill = _kill_group_after_first_file(proc, folder, log)
+    killed_after = time.monotonic() - started
+    assert proc.returncode == -signal.SIGKILL, log.read_text()[-3000:]
+    by_id = {c.id: c for c in cards}
+    assert at_kill == [f"{cards[0].id}.parquet"], (at_kill, killed_after)  # toto's landed; kronos, best pending
+    rows_at_kill = {name: pq.read_table(folder / name).to_pandas() for name in at_kill}
+    time.sleep(1.0)
+    assert sorted(p.name for p in folder.glob("*.parquet")) == at_kill  # nothing of the group still writing
+    for name, rows in rows_at_kill.items():  # the landed file is whole: every window of every role once
+        card = by_id[name.removesuffix(".parquet")]
+        assert set(rows["origin_index"]) == expected[card.id]
+        assert (rows.groupby(["role", "origin_index"]).size() == 1).all() and set(rows["role"]) == set(card.trials)
+
+    # A write cut short leaves only a hidden temp file beside the scorecards: readers never see it.
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid that no longer runs
+    half = (folder / at_kill[0]).read_bytes()[:700]
+    (folder / f".{cards[1].id}.parquet.w{gone.pid}@{socket.gethostname()}.k1ll3d_f.tmp").write_bytes(half)
+    assert len(ForwardStore(store_dir).read("AAA")) == sum(len(r) for r in rows_at_kill.values())
+    reclaimed = reclaim_dead_runs(instance)  # else the re-run waits for the dead run's slot forever
+    assert len(reclaimed) == 1 and instance.get_run_by_id(reclaimed[0]).status == DagsterRunStatus.FAILURE
+
+    resources = make_resources(store_dir)
+    rerun = materialize([forward_scores], partition_key="AAA", instance=instance, resources=resources)
+    assert rerun.success
+    pending = sum(len(expected[c.id]) for c in cards if f"{c.id}.parquet" not in at_kill)
+    assert _meta(rerun, "forward_scores")["windows_added"] == pending  # only what the kill left undone
+
+    # Only whole scorecard files under their final names; the stored rows at the kill are unchanged.
+    assert sorted(p.name for p in folder.glob("*.parquet")) == sorted(f"{c.id}.parquet" for c in cards)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(f"{c.id}.parquet" for c in cards)  # temp file gone
+    for name, rows in rows_at_kill.items():
+        after = pq.read_table(folder / name).to_pandas()
+        pd.testing.assert_frame_equal(after[after["origin_index"].isin(rows["origin_index"])].reset_index(drop=True),
+                                      rows)
+    rows = ForwardStore(store_dir).read("AAA")
+    for card in cards:  # every scorecard: exactly one row per (role, window), every complete window
+        mine = rows[rows["scorecard"] == card.id]
+        per = mine.groupby(["role", "origin_index"]).size()
+        assert (per == 1).all() and len(per) == len(card.trials) * len(expected[card.id])
+        assert set(mine["role"]) == set(card.trials) and set(mine["origin_index"]) == expected[card.id]
+    assert len(rows) == sum(len(c.trials) * len(expected[c.id]) for c in cards)
+
+    again = materialize([forward_scores], partition_key="AAA", instance=instance, resources=resources)
+    assert _meta(again, "forward_scores")["windows_added"] == 0
+    assert ForwardStore(store_dir).read("AAA").equals(rows)

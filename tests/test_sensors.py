@@ -55,13 +55,16 @@ def test_weekly_schedule_requests_every_partition_once_per_week(dagster_home):
     assert [(r.partition_key, r.run_key) for r in requests] == [("AAPL", "AAPL:2026-W47"), ("NVDA", "NVDA:2026-W47")]
 
 
+RETUNE_AFTER_BARS = 20  # the bar-count rule, opt-in (off by default: forward evidence decides)
+
+
 def test_stale_config_sensor(tmp_path, dagster_home, random_checkpoints):
     import json
 
     from forecast_core.checkpoints import checkpoint_revision
     from forecast_core.store import Storage
-    from hpo_assets.sensors import RETUNE_AFTER_BARS, stale_config_sensor
-    from resources import StorageResource
+    from hpo_assets.sensors import stale_config_sensor
+    from resources import RetuneSettings, StorageResource
     from resources.models import KronosRuntime, TotoRuntime
 
     instance = DagsterInstance.get()
@@ -69,7 +72,8 @@ def test_stale_config_sensor(tmp_path, dagster_home, random_checkpoints):
     storage = StorageResource(root=str(tmp_path / "st"), hyperparams_dir=str(tmp_path / "hp"))
     resources = {"storage": storage, "toto": TotoRuntime(source=str(random_checkpoints["toto"])),
                  "kronos": KronosRuntime(source=str(random_checkpoints["kronos"]),
-                                         tokenizer_source=str(random_checkpoints["kronos_tokenizer"]))}
+                                         tokenizer_source=str(random_checkpoints["kronos_tokenizer"])),
+                 "retune": RetuneSettings(after_new_bars=RETUNE_AFTER_BARS)}
 
     def evaluate():
         return stale_config_sensor(build_sensor_context(instance=instance, resources=resources))

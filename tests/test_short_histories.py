@@ -27,7 +27,6 @@ from hpo_assets.lib import register_symbols
 from hpo_assets.metrics import metrics_assets
 from hpo_assets.prices import price_history
 from hpo_assets.selection import selected_configs
-from hpo_assets.sensors import RETUNE_AFTER_BARS
 from hpo_assets.sweeps import baseline_sweep, kronos_sweep, toto_sweep
 from resources import PriceSourceResource
 from tests.dagster_helpers import make_resources
@@ -107,7 +106,7 @@ def test_short_and_gappy_histories_get_an_answer(tmp_path, random_checkpoints, d
     for symbol in ("NEWA", "NEWB"):  # a normal result for the stale-config sensor too: nothing to re-tune yet
         prices = Storage(tmp_path / "st").read_prices(symbol)
         revisions = {m: d["metadata"]["model_revision"] for m, d in documents[symbol].items()}
-        assert retune_reason(root, symbol, list(prices["timestamp"]), revisions, RETUNE_AFTER_BARS) is None
+        assert retune_reason(root, symbol, list(prices["timestamp"]), revisions, 20) is None
     for symbol, n_val, n_test in (("CRYP", 4, 4), ("LONG", 8, 7)):  # shortened layouts, tuned
         for document in documents[symbol].values():
             windows = document["windows"]

@@ -1,28 +1,13 @@
 {#- Rows of one sweep's trial Parquet files; an empty, correctly typed relation until a sweep has run,
     so the marts build for any subset of models. -#}
 {% macro read_trials(sweep) %}
-  {%- set pattern = env_var('HPO_TRIALS_DIR', '../storage/trials') ~ '/sweep=' ~ sweep ~ '/symbol=*/*.parquet' -%}
-  {%- set found = 0 -%}
-  {%- if execute -%}
-    {%- set found = run_query("select count(*) from glob('" ~ pattern ~ "')").columns[0].values()[0] -%}
-  {%- endif -%}
-  {%- if found > 0 %}
-    select * from read_parquet('{{ pattern }}', union_by_name = true, hive_partitioning = false)
-  {%- else %}
-    select * from (
-      select
-        null::varchar as symbol, null::varchar as model, null::varchar as config_name,
-        null::varchar as config_json, null::varchar as config_hash, null::varchar as split,
-        null::timestamp as window_origin, null::bigint as origin_index, null::bigint as seed,
-        null::double as mae, null::double as mae_pct, null::double as mase, null::double as crps_pct,
-        null::double as coverage_10_90, null::double as seconds, null::double as draw_seconds,
-        null::bigint as drawn_samples, null::boolean as is_default,
-        null::varchar as sweep, null::varchar as trial_key, null::varchar as data_version,
-        null::timestamp as data_end, null::varchar as model_revision, null::bigint as horizon,
-        null::bigint as n_val, null::bigint as n_test, null::bigint as stride, null::bigint as context,
-        null::bigint as history_bars, null::boolean as tunable, null::varchar as layout_reason,
-        null::double as effective_val_windows, null::double as effective_test_windows,
-        null::varchar as code_version, null::varchar as run_id, null::timestamp as written_at
-    ) where false
-  {%- endif %}
+  {{ read_parquet_or_empty(env_var('HPO_TRIALS_DIR', '../storage/trials') ~ '/sweep=' ~ sweep ~ '/symbol=*/*.parquet', [
+      'symbol varchar', 'model varchar', 'config_name varchar', 'config_json varchar', 'config_hash varchar',
+      'split varchar', 'window_origin timestamp', 'origin_index bigint', 'seed bigint', 'mae double',
+      'mae_pct double', 'mase double', 'crps_pct double', 'coverage_10_90 double', 'seconds double',
+      'draw_seconds double', 'drawn_samples bigint', 'is_default boolean', 'sweep varchar', 'trial_key varchar',
+      'data_version varchar', 'data_end timestamp', 'model_revision varchar', 'horizon bigint', 'n_val bigint',
+      'n_test bigint', 'stride bigint', 'context bigint', 'history_bars bigint', 'tunable boolean',
+      'layout_reason varchar', 'effective_val_windows double', 'effective_test_windows double',
+      'code_version varchar', 'run_id varchar', 'written_at timestamp']) }}
 {% endmacro %}
