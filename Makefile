@@ -12,6 +12,10 @@ export HPO_STORAGE_DIR ?= $(CURDIR)/storage
 UPSTREAM_TOTO := toto-ts==0.2.0 rotary-embedding-torch==0.8.6 jaxtyping==0.3.11 wadler-lindig==0.1.8 \
 	toolz==1.2.0 gluonts==0.16.2 einops==0.8.2 scipy==1.17.1
 UPSTREAM_KRONOS := kronos-model-arch==0.1.0 einops==0.8.2
+# toto-2 declares Python >= 3.12 but its code parses on 3.11; unit-scaling needs tabulate and
+# docstring-parser, which .venv already has (dagster's).
+UPSTREAM_TOTO2 := toto-2==2.0.0 dd-unit-scaling==0.1.0 unit-scaling==0.3.5 einops==0.8.2 jaxtyping==0.3.11 \
+	wadler-lindig==0.1.8 toolz==1.2.0 gluonts==0.16.2
 
 .PHONY: demo test dev validate clean
 
@@ -29,6 +33,7 @@ demo: $(VENV)/.installed
 .upstream/.installed: Makefile | $(BIN)/python
 	$(BIN)/pip install --quiet --no-deps --upgrade --target .upstream/toto $(UPSTREAM_TOTO)
 	$(BIN)/pip install --quiet --no-deps --upgrade --target .upstream/kronos $(UPSTREAM_KRONOS)
+	$(BIN)/pip install --quiet --no-deps --upgrade --ignore-requires-python --target .upstream/toto2 $(UPSTREAM_TOTO2)
 	touch $@
 
 test: $(VENV)/.installed .upstream/.installed

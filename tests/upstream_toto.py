@@ -26,16 +26,22 @@ def available() -> bool:
     return (UPSTREAM_DIR / "toto" / "model" / "toto.py").is_file()
 
 
-def import_upstream():
-    """Return (Toto class, TotoForecaster class, MaskedTimeseries) from the upstream package."""
-    if str(UPSTREAM_DIR) not in sys.path:
-        sys.path.insert(0, str(UPSTREAM_DIR))
+def on_path(folder: Path) -> types.ModuleType:
+    """Put an upstream folder on sys.path and register ``gluonts.torch`` without its ``__init__``."""
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
     if "gluonts.torch" not in sys.modules:
         import gluonts
 
         package = types.ModuleType("gluonts.torch")
         package.__path__ = [os.path.join(os.path.dirname(gluonts.__file__), "torch")]
         sys.modules["gluonts.torch"] = package
+    return sys.modules["gluonts.torch"]
+
+
+def import_upstream():
+    """Return (Toto class, TotoForecaster class, MaskedTimeseries) from the upstream package."""
+    on_path(UPSTREAM_DIR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         toto = importlib.import_module("toto.model.toto")

@@ -16,6 +16,7 @@ keys ``model.patch_embed.projection.*``, ``model.transformer.layers.{i}.{norm1,n
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,7 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from forecast_core.checkpoints import CheckpointError, load_strict, read_config, resolve_checkpoint, save_checkpoint
+from forecast_core.checkpoints import (
+    WEIGHTS_FILE, CheckpointError, load_strict, read_config, resolve_checkpoint, save_checkpoint,
+)
+
+log = logging.getLogger(__name__)
 
 SCALER_CLASS = "<class 'model.scaler.CausalPatchStdMeanScaler'>"
 MIXTURE_CLASS = "<class 'model.distribution.MixtureOfStudentTsOutput'>"
@@ -37,6 +42,10 @@ ROPE_THETA = 10000.0
 # count: kernels also split work by shape (vector body vs scalar tail of elementwise ops, blocking,
 # threads), per CPU. The guarantee that holds is stated in forecaster.py (BATCH_RTOL).
 MIN_ROWS = 16
+# Buffers this implementation recomputes that published or older checkpoints may carry: the rotary
+# frequencies, and the xPos scales rotary-embedding-torch before 0.5 saved (persistent buffers then).
+# A checkpoint key ending so is dropped with a log line naming it; weights stay strictly checked.
+COMPUTED_BUFFERS = ("rotary_emb.freqs", "rotary_emb.scale")
 # Keys that carry no architecture (upstream kernels / legacy flags): accepted and ignored.
 _IGNORED_CONFIG_KEYS = {"use_memory_efficient_attention", "pre_xformers_checkpoint"}
 
@@ -384,6 +393,19 @@ class Rows:
         return cls(window, encoded.scaler.select(window), [])
 
 
+def _log_computed_buffers(directory: Path) -> None:
+    """Name the computed buffers a checkpoint carries (``load_strict`` drops them); reads keys only."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(Path(directory) / WEIGHTS_FILE), framework="pt") as handle:
+            dropped = sorted(k for k in handle.keys() if k.endswith(COMPUTED_BUFFERS))
+    except Exception:  # unreadable: load_strict raises the CheckpointError that names the file
+        return
+    if dropped:
+        log.info("toto: %s carries %d buffer(s) recomputed here, dropped: %s", directory, len(dropped), dropped)
+
+
 class TotoModel(nn.Module):
     """Toto with its config; parameters live under ``model.`` like the published checkpoint."""
 
@@ -405,7 +427,8 @@ class TotoModel(nn.Module):
             mlp = f"model.transformer.layers.{i}.mlp."
             fused[mlp + "0.w12."] = mlp + "0."
             fused[mlp + "0.w3."] = mlp + "2."
-        load_strict(model, directory, rename=fused, computed_suffixes=("rotary_emb.freqs",))
+        _log_computed_buffers(directory)
+        load_strict(model, directory, rename=fused, computed_suffixes=COMPUTED_BUFFERS)
         return model.to(device=device, dtype=dtype).eval()
 
     def save(self, directory: str | Path) -> Path:
