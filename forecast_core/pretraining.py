@@ -38,12 +38,14 @@ class RegistryError(ValueError):
 
 
 def bundled_model_id(source: str) -> str:
-    """``bundled:toto-tiny`` / ``bundled:kronos-tiny`` for the shipped checkpoints (their path depends on
+    """``bundled:toto-tiny`` / ``bundled:kronos-tiny`` / ``bundled:toto2-tiny`` for the shipped checkpoints (their path depends on
     the install), else ``source`` unchanged (a Hugging Face repo id or a local directory)."""
     from .kronos.forecaster import DEFAULT_TINY  # imported here: the checkpoint modules pull in torch
     from .toto import DEFAULT_TINY_DIR
+    from .toto2 import DEFAULT_TINY_DIR as TOTO2_TINY_DIR
 
-    bundled = {Path(DEFAULT_TINY_DIR).resolve(): "bundled:toto-tiny", Path(DEFAULT_TINY).resolve(): "bundled:kronos-tiny"}
+    bundled = {Path(DEFAULT_TINY_DIR).resolve(): "bundled:toto-tiny", Path(DEFAULT_TINY).resolve(): "bundled:kronos-tiny",
+               Path(TOTO2_TINY_DIR).resolve(): "bundled:toto2-tiny"}
     return bundled.get(Path(source).expanduser().resolve(), source)
 
 

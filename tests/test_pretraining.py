@@ -15,10 +15,12 @@ from forecast_core.pretraining import (KINDS, OVERRIDE, PER_SYMBOL, REGISTRY_PAT
                                        bundled_model_id, describe, in_pretraining_period, load_registry)
 from forecast_core.sources import EmbeddedSource
 from forecast_core.toto import DEFAULT_TINY_DIR
+from forecast_core.toto2 import DEFAULT_TINY_DIR as TOTO2_TINY_DIR
 from forecast_core.windows import TEST, WindowSpec, build_windows
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = {"bundled:toto-tiny": ROOT / "scripts/train_tiny_toto.py",
+           "bundled:toto2-tiny": ROOT / "scripts/train_tiny_toto2.py",
            "bundled:kronos-tiny": ROOT / "scripts/train_tiny_kronos.py"}
 
 
@@ -98,6 +100,7 @@ def test_a_symbol_the_tiny_model_never_saw_is_known_and_never_flagged():
 def test_bundled_model_id_maps_the_shipped_checkpoints_only():
     assert bundled_model_id(str(DEFAULT_TINY_DIR)) == "bundled:toto-tiny"
     assert bundled_model_id(DEFAULT_TINY) == "bundled:kronos-tiny"
+    assert bundled_model_id(str(TOTO2_TINY_DIR)) == "bundled:toto2-tiny"
     assert bundled_model_id(str(Path(DEFAULT_TINY) / ".." / "model")) == "bundled:kronos-tiny"
     assert bundled_model_id("NeoQuasar/Kronos-base") == "NeoQuasar/Kronos-base"
     assert bundled_model_id("/somewhere/else") == "/somewhere/else"

@@ -222,3 +222,17 @@ def test_inputs_are_validated(model, windows):
         Toto2Forecaster(model).quantiles(ContextBatch(values, b.timestamps, b.future_timestamps, b.seeds))
     with pytest.raises(ValueError, match="multiple of the patch"):
         model.forecast(torch.ones(1, 1, 12), 4)
+
+
+def test_the_bundled_tiny_checkpoint_loads_strictly_and_forecasts_sorted_quantiles():
+    """The offline default (scripts/train_tiny_toto2.py) on embedded test windows."""
+    from forecast_core.sources import EmbeddedSource
+    from forecast_core.toto2 import DEFAULT_TINY_DIR, Toto2Forecaster, load_toto2
+    from forecast_core.windows import TEST, WindowSpec, build_windows
+
+    windows = build_windows(EmbeddedSource().load("AAPL"), WindowSpec(), "AAPL").split(TEST)
+    quantiles = Toto2Forecaster(load_toto2(DEFAULT_TINY_DIR)).quantiles(windows.batch)
+    assert quantiles.shape == (8, 9, 64) and np.isfinite(quantiles).all()
+    assert (np.diff(quantiles, axis=1) >= 0).all()
+    first_step_median = quantiles[:, 4, 0]  # level 0.5, one bar ahead: near the last close
+    assert (np.abs(first_step_median / windows.batch.column("close")[:, -1] - 1) < 0.2).all()

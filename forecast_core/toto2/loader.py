@@ -27,6 +27,8 @@ from .model import Toto2Config, Toto2ConfigError, Toto2Model, residual_tau
 log = logging.getLogger(__name__)
 
 TOTO2_REPOS = tuple(f"Datadog/Toto-2.0-{size}" for size in ("4m", "22m", "313m", "1B", "2.5B"))
+# The offline default: trained by scripts/train_tiny_toto2.py on the embedded data (its README).
+DEFAULT_TINY_DIR = Path(__file__).resolve().parents[1] / "weights" / "toto2-tiny"
 # Buffers this implementation computes itself and that a checkpoint may carry: dropped (and logged)
 # when present, never required. Upstream keeps its rotary tables out of checkpoints, so none is known
 # today; the residual taus are stored by upstream and are loaded, then checked against the rule.
