@@ -21,7 +21,6 @@ where the config was worse than persistence. :func:`drift_reason` turns that int
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -41,7 +40,6 @@ from .windows import WindowSpec, Windows, windows_at
 
 FORWARD = "forward"
 KINDS = (*default_trials(), "best")  # every model family's file, then the winner's
-ROLES = ("selected", "default", "persistence", "random_walk")
 REFERENCES = ("persistence", "default")  # what a stored config must not fall behind
 
 
@@ -297,7 +295,3 @@ def drift_reason(report: pd.DataFrame, policy: DriftPolicy) -> str | None:
                     f"forward windows in a row (threshold {policy.consecutive})")
     return None
 
-
-def report_json(report: pd.DataFrame) -> list[dict]:
-    """The report as plain JSON rows (dates as ISO strings), for the CLI's --json and metadata."""
-    return json.loads(report.to_json(orient="records", date_format="iso"))
