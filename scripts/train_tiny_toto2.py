@@ -33,6 +33,9 @@ from forecast_core.sources import EmbeddedSource
 from forecast_core.toto2 import QUANTILE_LEVELS, Toto2Config, Toto2Forecaster, Toto2Model, save_toto2
 from forecast_core.toto2.model import MEDIAN, ScaledLinear, causal_patch_scaler
 from forecast_core.windows import TEST, WindowSpec, build_windows
+# The same data cut (bars before each symbol's first validation origin) and crop augmentation as
+# toto-tiny; this script runs from scripts/, where that one lives.
+from train_tiny_toto import sample_batch, training_series
 
 SPEC = WindowSpec(horizon=64, n_val=8, n_test=8, context=512)
 PATCH = 16
@@ -42,29 +45,6 @@ TINY = Toto2Config(patch_size=PATCH, d_model=64, num_heads=4, num_layers=3, laye
                    residual_attn_ratio=float(np.sqrt((512 / PATCH) / np.log(512 / PATCH))))
 CONTEXT_PATCHES = (16, 32)  # context of 256 ... 512 bars
 TARGET_PATCHES = SPEC.horizon // PATCH
-
-
-def training_series(spec: WindowSpec) -> list[np.ndarray]:
-    """Close prices of each embedded symbol, cut before its first validation window's target."""
-    source, out = EmbeddedSource(), []
-    for symbol in source.symbols():
-        frame = source.load(symbol)
-        first_origin = build_windows(frame, spec, symbol).origins.min()
-        out.append(frame["close"].to_numpy(np.float64)[:first_origin])
-    return out
-
-
-def sample_batch(series: list[np.ndarray], size: int, length: int, rng: np.random.Generator) -> torch.Tensor:
-    """Random segments ``[size, 1, length]``, augmented so 6 symbols' history is not memorised: the
-    segment's daily log-returns are mirrored with probability 1/2 and scaled by a factor in [0.5, 2]."""
-    rows = []
-    for _ in range(size):
-        s = series[rng.integers(len(series))]
-        start = rng.integers(0, len(s) - length + 1)
-        returns = np.diff(np.log(s[start : start + length]))
-        returns *= rng.choice([-1.0, 1.0]) * np.exp(rng.uniform(np.log(0.5), np.log(2.0)))
-        rows.append(s[start] * np.exp(np.concatenate([[0.0], np.cumsum(returns)])))
-    return torch.as_tensor(np.stack(rows), dtype=torch.float32)[:, None, :]
 
 
 def unit_scale_init(model: Toto2Model) -> None:
@@ -127,7 +107,7 @@ def main() -> None:
     began = time.perf_counter()
     for step in range(1, args.steps + 1):
         context_patches = int(rng.integers(CONTEXT_PATCHES[0], CONTEXT_PATCHES[1] + 1))
-        batch = sample_batch(series, args.batch_size, (context_patches + TARGET_PATCHES) * PATCH, rng)
+        batch = sample_batch(series, args.batch_size, (context_patches + TARGET_PATCHES) * PATCH, rng).float()
         loss = pinball(model, batch, context_patches)
         optimizer.zero_grad()
         loss.backward()

@@ -63,6 +63,8 @@ def _script_rule(script: Path) -> WindowSpec:
                 and any(isinstance(t, ast.Name) and t.id == "SPEC" for t in node.targets))
     assert isinstance(spec, ast.Call) and spec.func.id == "WindowSpec" and not spec.args
     source = script.read_text()
+    if "from train_tiny_toto import sample_batch, training_series" in source:  # the cut of toto-tiny's script
+        source = (script.parent / "train_tiny_toto.py").read_text()
     assert "build_windows(frame, " in source and "[:first_origin]" in source  # the rule the JSON dates follow
     return WindowSpec(**{k.arg: ast.literal_eval(k.value) for k in spec.keywords})
 
