@@ -15,13 +15,13 @@ from dagster import (
     asset,
 )
 
-from forecast_core.backtest import Trial, last_window_forecast
+from forecast_core.backtest import last_window_forecast
 from forecast_core.configs import write_config
+from forecast_core.forward import document_trial, forecast_with
 from forecast_core.pretraining import bundled_model_id
-from forecast_core.search import default_trials, kronos_config
+from forecast_core.search import default_trials
 from forecast_core.selection import best_document, default_document, model_documents, open_marts
 from forecast_core.store import StoreError
-from forecast_core.tuning import with_config
 from forecast_core.windows import TEST, build_windows, plan_layout
 from resources import BacktestSettings, StorageResource
 from resources.models import KronosRuntime, TotoRuntime
@@ -152,17 +152,11 @@ def _forecast_fan(symbol: str, prices: pd.DataFrame, layout, documents: dict, ba
     """Each selected config's forecast fan vs the actuals on the last test window."""
     windows = build_windows(prices, layout.spec, symbol, backtest.base_seed)
     last = windows.select(np.flatnonzero(windows.splits == TEST)[-1:])
+    forecast = forecast_with(lambda: toto.forecaster, lambda: kronos.forecaster)
     forecasts = {}
     for model, document in documents.items():
-        config = document["config"]
-        if model == "toto":
-            trial = Trial("toto", {}, config["num_samples"], config["aggregate"])
-            paths = toto.forecaster.sample_paths(last.batch, trial.num_samples)
-        else:
-            trial = Trial("kronos", {k: v for k, v in config.items() if k not in ("name",)},
-                          config["sample_count"], config["aggregate"])
-            paths = with_config(kronos.forecaster, kronos_config(trial)).sample_paths(last.batch, trial.num_samples)
-        forecasts[f"{model}: {config['name']}"] = last_window_forecast(last, paths, trial)
+        trial = document_trial(model, document["config"])
+        forecasts[f"{model}: {document['config']['name']}"] = last_window_forecast(last, forecast(trial, last), trial)
     origin = int(last.origins[0])
     history = prices.iloc[max(0, origin - 3 * windows.spec.horizon): origin]
     return plot_forecasts(history, next(iter(forecasts.values())), forecasts,
