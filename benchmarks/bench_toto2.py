@@ -18,7 +18,7 @@ Calls, both on the same ``--windows`` windows of one random-walk close series ea
 Modes: single pass (``decode_block_size=None``), block decoding at ``--block`` rounded to the nearest
 patch multiple, and one patch per block when that differs (with H64 and 32-bar patches a 64-bar block
 covers the whole horizon in one block, i.e. the same computation as single pass; one patch per block
-is what exercises upstream's KV cache against our re-run).
+is what exercises both key/value caches).
 
 Shapes: the Toto-2.0 ``config.json`` files are not shipped in the ``toto-2`` wheel (its METADATA only
 lists the sizes: 4M, 22M, 313M, 1B, 2.5B), and nothing here reaches the Hub, so ``22m`` / ``313m``
@@ -33,8 +33,8 @@ on a tiny input (1 window, 2 patches: pages in the kernels' code and the thread 
 leaving a large heap behind for the measured call to reuse), the inputs made, the kernel's
 high-water mark reset to the current RSS (``/proc/self/clear_refs``, Linux), one call, and the
 column is ``VmHWM - VmRSS before`` in MiB: every page that call touched beyond model + inputs
-(upstream's KV cache, allocated per input shape, included). Resolution ~1 MiB; a few MiB of it can
-be allocator or lazily loaded code, so small shapes read as a near-constant floor.
+(both key/value caches included; upstream's is allocated per input shape). Resolution ~1 MiB; a
+few MiB of it can be allocator or lazily loaded code, so small shapes read as a near-constant floor.
 
     .venv/bin/python benchmarks/bench_toto2.py [--threads 2] [--with-313m] [--quick]
 

@@ -1,4 +1,4 @@
-"""Point forecasts from sample paths.
+"""Point forecasts from sample paths, or from a quantile forecast's levels.
 
 Every aggregation reduces an explicit sample axis. The axis is never guessed from array shapes:
 the original system did that and broke whenever the number of samples was <= the horizon.
@@ -84,3 +84,34 @@ def aggregate(paths: np.ndarray, aggregation: str | Aggregation, *, sample_axis:
         return kept.mean(axis=axis)
     # mean_std: mean + k * std (population std; zero for a single sample)
     return paths.mean(axis=axis) + agg.param * paths.std(axis=axis)
+
+
+def quantile_point(quantiles: np.ndarray, levels: tuple[float, ...], aggregation: str | Aggregation, *,
+                   level_axis: int) -> np.ndarray:
+    """The point forecast a rule picks from a quantile forecast (Toto 2.0's 9 levels), not from samples.
+
+    ``median``: the 0.5 level; ``quantile_Q``: level Q, linearly interpolated between neighbouring
+    levels inside ``[min(levels), max(levels)]``; ``mean``: the mean over the levels (equally spaced
+    levels make it a midpoint-rule estimate of the distribution's mean). Trimmed means and mean +- k
+    std are sample statistics and are refused here.
+    """
+    agg = aggregation if isinstance(aggregation, Aggregation) else parse_aggregation(aggregation)
+    quantiles = np.moveaxis(np.asarray(quantiles, dtype=np.float64), level_axis, -1)
+    grid = np.asarray(levels, dtype=np.float64)
+    if quantiles.shape[-1] != len(grid) or np.any(np.diff(grid) <= 0):
+        raise ValueError(f"quantile forecast: {quantiles.shape[-1]} values per step for levels {levels} "
+                         "(levels must match and increase)")
+    if agg.kind == "mean":
+        return quantiles.mean(axis=-1)
+    if agg.kind not in ("median", "quantile"):
+        raise ValueError(f"aggregation {agg.name!r} needs sample paths; a quantile forecast takes median, mean "
+                         f"or quantile_Q with {grid[0]:g} <= Q <= {grid[-1]:g}")
+    q = 0.5 if agg.kind == "median" else agg.param
+    if not grid[0] - 1e-12 <= q <= grid[-1] + 1e-12:
+        raise ValueError(f"aggregation {agg.name!r}: the forecast has levels {grid[0]:g}..{grid[-1]:g}; "
+                         f"use quantile_Q with Q in that range")
+    upper = int(np.clip(np.searchsorted(grid, q), 1, len(grid) - 1))
+    weight = (q - grid[upper - 1]) / (grid[upper] - grid[upper - 1])
+    if abs(weight) < 1e-9 or abs(weight - 1) < 1e-9:  # an exact level: that level's value, bitwise
+        return quantiles[..., upper if weight > 0.5 else upper - 1].copy()
+    return (1 - weight) * quantiles[..., upper - 1] + weight * quantiles[..., upper]

@@ -1,7 +1,9 @@
 """Score forecasters on backtest windows: one row per (trial, window).
 
 Sample once, score many: a forecaster draws the largest sample count once per window; every trial
-that differs only in sample count (a prefix) or aggregation is scored from those same paths.
+that differs only in sample count (a prefix) or aggregation is scored from those same paths. A
+quantile forecast (Toto 2.0) is one array of levels instead of samples; every point rule is scored
+from that one forward pass.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .aggregate import aggregate, parse_aggregation
+from .aggregate import aggregate, parse_aggregation, quantile_point
 from .forecasters import Forecaster
-from .metrics import score_windows
+from .metrics import score_quantile_windows, score_windows
 from .windows import Windows
 
 
@@ -56,10 +58,27 @@ class Trial:
 
 @dataclass(frozen=True)
 class Draw:
-    """Sample paths of every window from one forecaster call, and what that call cost."""
+    """Sample paths (or quantiles) of every window from one forecaster call, and what that call cost.
 
-    paths: np.ndarray  # [windows, samples, horizon]
+    ``levels`` set: ``paths`` holds a quantile forecast, axis 1 its levels (no samples).
+    """
+
+    paths: np.ndarray  # [windows, samples or levels, horizon]
     seconds_per_window: float
+    levels: tuple[float, ...] | None = None
+
+    def point(self, trial: "Trial") -> np.ndarray:
+        """The trial's point forecast ``[W, H]``: its aggregation of its sample prefix, or its rule over the levels."""
+        if self.levels is not None:
+            return quantile_point(self.paths, self.levels, trial.aggregate, level_axis=1)
+        return aggregate(self.paths[:, : trial.num_samples], trial.aggregate, sample_axis=1)
+
+    def band(self, trial: "Trial") -> tuple[np.ndarray, np.ndarray]:
+        """The 10% and 90% quantiles ``[W, H]`` (of the trial's samples, or the forecast's levels)."""
+        if self.levels is not None:
+            return self.paths[:, self.levels.index(0.1)], self.paths[:, self.levels.index(0.9)]
+        low, high = np.quantile(self.paths[:, : trial.num_samples], [0.1, 0.9], axis=1)
+        return low, high
 
 
 def check_paths(paths: np.ndarray, windows: Windows, label: str) -> np.ndarray:
@@ -98,11 +117,13 @@ def score_trials(windows: Windows, drawn: Draw, trials: Sequence[Trial],
     context_close = windows.batch.column("close")
     frames = []
     for trial in trials:
-        if trial.num_samples > available:
+        point = drawn.point(trial)
+        if drawn.levels is not None:
+            metrics = score_quantile_windows(point, drawn.paths, drawn.levels, windows.targets, context_close)
+        elif trial.num_samples > available:
             raise ValueError(f"{trial.name} needs {trial.num_samples} samples but only {available} were drawn")
-        paths = drawn.paths[:, : trial.num_samples]
-        point = aggregate(paths, trial.aggregate, sample_axis=1)
-        metrics = score_windows(point, paths, windows.targets, context_close)
+        else:
+            metrics = score_windows(point, drawn.paths[:, : trial.num_samples], windows.targets, context_close)
         frames.append(pd.DataFrame({
             "symbol": windows.symbol,
             "model": trial.model,
@@ -122,13 +143,14 @@ def score_trials(windows: Windows, drawn: Draw, trials: Sequence[Trial],
     return pd.concat(frames, ignore_index=True)
 
 
-def last_window_forecast(window: Windows, paths: np.ndarray, trial: Trial) -> pd.DataFrame:
-    """Point forecast, 10-90% band and actuals of a single window (for plots); ``paths`` is [1, S, H]."""
-    paths = check_paths(paths, window, trial.model)[0, : trial.num_samples]
+def last_window_forecast(window: Windows, drawn: Draw, trial: Trial) -> pd.DataFrame:
+    """Point forecast, 10-90% band and actuals of a single window (for plots); ``drawn`` holds that window."""
+    drawn = Draw(check_paths(drawn.paths, window, trial.model), drawn.seconds_per_window, drawn.levels)
+    low, high = drawn.band(trial)
     return pd.DataFrame({
         "timestamp": pd.to_datetime(window.target_timestamps[0]),
         "actual": window.targets[0],
-        "forecast": aggregate(paths, trial.aggregate, sample_axis=0),
-        "p10": np.quantile(paths, 0.1, axis=0),
-        "p90": np.quantile(paths, 0.9, axis=0),
+        "forecast": drawn.point(trial)[0],
+        "p10": low[0],
+        "p90": high[0],
     })

@@ -1,16 +1,17 @@
 """Sweep budgets, and one whole per-symbol tune without Dagster.
 
-``TotoBudget()`` and ``KronosBudget()`` are the sweep assets' defaults (hpo_assets/sweeps.py takes its
-run-config defaults from them); ``DEMO_TOTO`` / ``DEMO_KRONOS`` are the smaller budgets ``hpo demo``
-runs with. :func:`tune_symbol` runs what the sweep assets run for one symbol (baseline, Toto grid,
-Kronos default + presets + TPE search + promotion) into a :class:`Storage`; the benchmarks use it.
+``TotoBudget()``, ``Toto2Budget()`` and ``KronosBudget()`` are the sweep assets' defaults
+(hpo_assets/sweeps.py takes its run-config defaults from them); ``DEMO_TOTO`` / ``DEMO_TOTO2`` /
+``DEMO_KRONOS`` are the smaller budgets ``hpo demo`` runs with. :func:`tune_symbol` runs what the sweep
+assets run for one symbol (baseline, Toto grid, Toto 2.0 grid, Kronos default + presets + TPE search +
+promotion) into a :class:`Storage`; the benchmarks use it.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import pandas as pd
 
@@ -23,6 +24,10 @@ from .search import (
     KRONOS_DEFAULT,
     KRONOS_PRESETS,
     KRONOS_SAMPLE_COUNTS,
+    TOTO2_AGGREGATIONS,
+    TOTO2_CONTEXT_LENGTHS,
+    TOTO2_DECODE_BLOCK_SIZES,
+    TOTO2_VARIATES,
     TOTO_AGGREGATIONS,
     TOTO_SAMPLE_COUNTS,
     default_trials,
@@ -33,7 +38,8 @@ from .search import (
 from .store import Storage, trial_context
 from .sweep import DrawPlan, SingleDraw, run_sweep
 from .toto import TotoForecaster
-from .tuning import kronos_plans, kronos_search, toto_plans
+from .toto2 import Toto2Model
+from .tuning import kronos_plans, kronos_search, toto2_plans, toto_plans
 from .windows import WindowSpec, Windows, build_windows, plan_layout
 
 # The random walk's sample count: Toto's default (256), so its CRPS% and coverage carry Monte Carlo
@@ -63,6 +69,29 @@ class TotoBudget(_RunConfig):
 
 
 @dataclass(frozen=True)
+class Toto2Budget(_RunConfig):
+    context_lengths: Sequence[int] = TOTO2_CONTEXT_LENGTHS  # bars (0 = all of the window's context)
+    decode_block_sizes: Sequence[int] = TOTO2_DECODE_BLOCK_SIZES  # 0 = single pass, else block decoding
+    variates: Sequence[str] = tuple(TOTO2_VARIATES)  # close | ohlc | ohlcv
+    aggregations: Sequence[str] = TOTO2_AGGREGATIONS  # point rules over the quantile levels
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.variates) - set(TOTO2_VARIATES))
+        if unknown:
+            raise ValueError(f"unknown Toto 2.0 variates {unknown}; known: {', '.join(TOTO2_VARIATES)}")
+        negative = [n for n in (*self.context_lengths, *self.decode_block_sizes) if n < 0]
+        if negative:
+            raise ValueError(f"Toto 2.0 context_lengths and decode_block_sizes must be >= 0, got {negative}")
+
+    def plans(self, models: Mapping[str, Callable[[], Toto2Model]], context: int, tunable: bool = True):
+        """The draws of this budget over ``models`` on windows of ``context`` bars (or the default alone)."""
+        if not tunable:
+            return toto2_plans(dict(list(models.items())[:1]), context, [], [], [], [])
+        return toto2_plans(models, context, self.context_lengths, self.decode_block_sizes, self.variates,
+                           self.aggregations)
+
+
+@dataclass(frozen=True)
 class KronosBudget(_RunConfig):
     presets: Sequence[str] = tuple(KRONOS_PRESETS)  # users' guide presets to score
     sample_counts: Sequence[int] = KRONOS_SAMPLE_COUNTS  # sample_count prefixes
@@ -81,6 +110,7 @@ class KronosBudget(_RunConfig):
 
 # Small enough for a CPU with the bundled tiny checkpoints; the defaults are the full spaces.
 DEMO_TOTO = TotoBudget(sample_counts=(64, 256, 1024, 4096))
+DEMO_TOTO2 = Toto2Budget(context_lengths=(0, 128, 256), decode_block_sizes=(0, 32), variates=("close", "ohlc"))
 DEMO_KRONOS = KronosBudget(presets=("balanced",), sample_counts=(8,), search_budget=4, search_sample_count=8,
                            max_sample_count=8)
 
@@ -120,9 +150,12 @@ class Phase:
 def tune_symbol(store: Storage, symbol: str, prices: pd.DataFrame, toto: TotoForecaster, kronos: KronosForecaster,
                 spec: WindowSpec = WindowSpec(), toto_budget: TotoBudget = TotoBudget(),
                 kronos_budget: KronosBudget = KronosBudget(), model_revision: str = "", base_seed: int = 0,
-                on_phase: Callable[[str, Phase], None] | None = None) -> dict[str, Phase]:
+                on_phase: Callable[[str, Phase], None] | None = None,
+                toto2: Mapping[str, Callable[[], Toto2Model]] | None = None,
+                toto2_budget: Toto2Budget = Toto2Budget()) -> dict[str, Phase]:
     """One symbol's whole tune, as the sweep assets run it, into ``store``; seconds and trials per phase
-    (``baseline``, ``toto``, ``kronos search``, ``kronos``), each also passed to ``on_phase`` when done.
+    (``baseline``, ``toto``, ``toto2`` when ``toto2`` {checkpoint label: loader} is given, ``kronos search``,
+    ``kronos``), each also passed to ``on_phase`` when done.
 
     The windows are the layout the history allows (a history too short to tune scores default configs only).
     """
@@ -144,6 +177,8 @@ def tune_symbol(store: Storage, symbol: str, prices: pd.DataFrame, toto: TotoFor
 
     sweep("baseline", [SingleDraw(BASELINES[n], [t]) for n, t in BASELINE_TRIALS.items()], revision="")
     sweep("toto", toto_plans(toto, toto_trials(toto_budget, layout.tunable)))
+    if toto2:
+        sweep("toto2", toto2_budget.plans(toto2, layout.spec.context, layout.tunable))
     promoted = []
     if layout.tunable:
         began = time.perf_counter()

@@ -1,4 +1,4 @@
-"""The config files users read: ``hyperparams/{toto,kronos,best}/SYMBOL.json`` (brief §7).
+"""The config files users read: ``hyperparams/{toto,toto2,kronos,best}/SYMBOL.json``.
 
 Writes are atomic. A file that fails validation (corrupt, hand-edited) is never silently
 overwritten: it is kept as ``SYMBOL.json.invalid-<UTC time>`` first, then the new one replaces it
@@ -23,7 +23,7 @@ from .aggregate import parse_aggregation
 from .data import SYMBOL_PATTERN, validate_symbol
 from .files import atomic_write_text
 
-MODELS = ("toto", "kronos")
+MODELS = ("toto", "toto2", "kronos")  # the tuned model families, one config file each
 FIX_HINT = ("fix that field by hand, or re-materialise selected_configs for this symbol (or run `hpo tune`): "
             "it keeps the invalid file as SYMBOL.json.invalid-<time> and writes a valid one")
 

@@ -34,7 +34,7 @@ from .budgets import BASELINE_TRIALS
 from .configs import ConfigFileError, config_path, read_config
 from .data import validate_symbol
 from .files import atomic_write_parquet, remove_stale_temp_files
-from .search import default_trials, toto_trial
+from .search import default_trials, toto2_default, toto2_trial, toto_trial
 from .significance import paired_interval
 from .windows import WindowSpec, Windows, windows_at
 
@@ -48,12 +48,15 @@ def document_trial(model: str, config: Mapping) -> Trial:
     ``samples_per_batch`` are not part of it)."""
     if model == "toto":
         return toto_trial(config["num_samples"], config["aggregate"])
+    if model == "toto2":
+        return toto2_trial(config["checkpoint"], config["context_length"], config["decode_block_size"],
+                           config["variates"], config["aggregate"])
     if model == "kronos":
         knobs = {k: v for k, v in config.items() if k not in ("name", "max_rows")}
         return Trial("kronos", knobs, int(knobs["sample_count"]), knobs["aggregate"])
     if model in BASELINE_TRIALS:
         return BASELINE_TRIALS[model]
-    raise ValueError(f"no forecaster for model {model!r} in a config file; known: toto, kronos, "
+    raise ValueError(f"no forecaster for model {model!r} in a config file; known: toto, toto2, kronos, "
                      f"{', '.join(BASELINE_TRIALS)}")
 
 
@@ -108,7 +111,9 @@ def current_scorecards(root: str | Path, symbol: str) -> tuple[list[Scorecard], 
             continue
         trials = {"selected": document_trial(model, document["config"]),
                   "persistence": BASELINE_TRIALS["persistence"], "random_walk": BASELINE_TRIALS["random_walk"]}
-        if model in default_trials():
+        if model == "toto2":  # the default config on the checkpoint the file chose
+            trials["default"] = toto2_default(trials["selected"].knobs["checkpoint"])
+        elif model in default_trials():
             trials["default"] = default_trials()[model]
         data_end = pd.Timestamp(source["metadata"]["data_end"])
         cards.append(Scorecard(symbol, kind, model, document["metadata"]["selected_at"], data_end,
@@ -171,21 +176,33 @@ class ForwardStore:
         return remove_stale_temp_files(self.dir / f"symbol={validate_symbol(symbol)}")
 
 
-Forecast = Callable[[Trial, Windows], np.ndarray]  # paths [W, S, H] of a trial on windows
+Forecast = Callable[[Trial, Windows], Draw]  # a trial's paths (or quantiles) on windows
 
 
-def forecast_with(toto: Callable[[], object], kronos: Callable[[], object]) -> Forecast:
-    """Paths of any trial: Toto and Kronos from the given (lazily loaded) forecasters, baselines as they are."""
+def forecast_with(toto: Callable[[], object] | None = None, kronos: Callable[[], object] | None = None,
+                  toto2: Callable[[str], object] | None = None) -> Forecast:
+    """Any trial's forecast: Toto and Kronos from the given (lazily loaded) forecasters, Toto 2.0 from the
+    model of the trial's checkpoint label (``toto2(label)``), baselines as they are."""
     from .forecasters import BASELINES
     from .search import kronos_config
-    from .tuning import with_config
+    from .toto2 import QUANTILE_LEVELS
+    from .tuning import toto2_forecaster, with_config
 
-    def forecast(trial: Trial, windows: Windows) -> np.ndarray:
+    def need(loader, model: str):
+        if loader is None:
+            raise ValueError(f"a {model} trial was given but no {model} runtime to forecast it with")
+        return loader
+
+    def forecast(trial: Trial, windows: Windows) -> Draw:
         if trial.model == "toto":
-            return toto().sample_paths(windows.batch, trial.num_samples)
+            return Draw(need(toto, "toto")().sample_paths(windows.batch, trial.num_samples), 0.0)
         if trial.model == "kronos":
-            return with_config(kronos(), kronos_config(trial)).sample_paths(windows.batch, trial.num_samples)
-        return BASELINES[trial.model].sample_paths(windows.batch, trial.num_samples)
+            forecaster = with_config(need(kronos, "kronos")(), kronos_config(trial))
+            return Draw(forecaster.sample_paths(windows.batch, trial.num_samples), 0.0)
+        if trial.model == "toto2":
+            model = need(toto2, "toto2")(trial.knobs["checkpoint"])
+            return Draw(toto2_forecaster(model, trial).quantiles(windows.batch), 0.0, QUANTILE_LEVELS)
+        return Draw(BASELINES[trial.model].sample_paths(windows.batch, trial.num_samples), 0.0)
 
     return forecast
 
@@ -203,8 +220,7 @@ def score_forward(store: ForwardStore, card: Scorecard, prices: pd.DataFrame, fo
     todo = windows.select(pending)
     frames = []
     for role, trial in card.trials.items():
-        paths = forecast(trial, todo)
-        rows = score_trials(todo, Draw(paths, 0.0), [trial])
+        rows = score_trials(todo, forecast(trial, todo), [trial])
         frames.append(rows.assign(role=role))
     rows = pd.concat(frames, ignore_index=True).assign(
         scorecard=card.id, kind=card.kind, file_model=card.model, selected_at=card.selected_at,

@@ -1,4 +1,4 @@
-"""Knob overrides from the environment, as in the users' guide (TOTO_*, KRONOS_*).
+"""Knob overrides from the environment, as in the users' guide (TOTO_*, TOTO2_*, KRONOS_*).
 
 Every variable is parsed and validated; a bad value is an error naming the variable, never
 silently ignored. ``describe`` gives the line the CLI echoes so a run shows what it overrode.
@@ -9,7 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
-from .aggregate import parse_aggregation
+import numpy as np
+
+from .aggregate import parse_aggregation, quantile_point
+from .search import TOTO2_VARIATES
+from .toto2.model import QUANTILE_LEVELS
 
 
 def _int(minimum: int) -> Callable[[str], int]:
@@ -35,11 +39,37 @@ def _aggregate(text: str) -> str:
     return parse_aggregation(text).name
 
 
+def _point_rule(text: str) -> str:
+    """A Toto 2.0 point rule: one that applies to its quantile levels."""
+    name = parse_aggregation(text).name
+    quantile_point(np.zeros((1, len(QUANTILE_LEVELS))), QUANTILE_LEVELS, name, level_axis=1)  # raises if not
+    return name
+
+
+def _choice(options) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in options:
+            raise ValueError(f"must be one of {', '.join(options)}")
+        return text
+    return parse
+
+
+def _nonempty(text: str) -> str:
+    if not text:
+        raise ValueError("must not be empty")
+    return text
+
+
 # variable -> (model, knob, parser)
 VARIABLES: dict[str, tuple[str, str, Callable[[str], object]]] = {
     "TOTO_NUM_SAMPLES": ("toto", "num_samples", _int(1)),
     "TOTO_AGGREGATE": ("toto", "aggregate", _aggregate),
     "TOTO_SAMPLES_PER_BATCH": ("toto", "samples_per_batch", _int(1)),
+    "TOTO2_CHECKPOINT": ("toto2", "checkpoint", _nonempty),
+    "TOTO2_CONTEXT_LENGTH": ("toto2", "context_length", _int(0)),
+    "TOTO2_DECODE_BLOCK_SIZE": ("toto2", "decode_block_size", _int(0)),
+    "TOTO2_VARIATES": ("toto2", "variates", _choice(tuple(TOTO2_VARIATES))),
+    "TOTO2_AGGREGATE": ("toto2", "aggregate", _point_rule),
     "KRONOS_TEMPERATURE": ("kronos", "temperature", _float(0.0)),
     "KRONOS_TOP_P": ("kronos", "top_p", _float(0.0, 1.0, low_inclusive=False)),
     "KRONOS_TOP_K": ("kronos", "top_k", _int(0)),
@@ -55,6 +85,7 @@ class Overrides:
     toto: dict = field(default_factory=dict)
     kronos: dict = field(default_factory=dict)
     variables: dict = field(default_factory=dict)
+    toto2: dict = field(default_factory=dict)
 
     def describe(self) -> str:
         if not self.variables:
@@ -63,8 +94,8 @@ class Overrides:
 
 
 def env_overrides(environ: Mapping[str, str]) -> Overrides:
-    toto, kronos, seen = {}, {}, {}
-    problems = []
+    knobs: dict[str, dict] = {"toto": {}, "toto2": {}, "kronos": {}}
+    seen, problems = {}, []
     for name, (model, knob, parse) in VARIABLES.items():
         raw = environ.get(name)
         if raw is None or raw.strip() == "":
@@ -74,8 +105,8 @@ def env_overrides(environ: Mapping[str, str]) -> Overrides:
         except ValueError as exc:
             problems.append(f"{name}={raw!r}: {exc}")
             continue
-        (toto if model == "toto" else kronos)[knob] = value
+        knobs[model][knob] = value
         seen[name] = value
     if problems:
         raise ValueError("invalid knob override(s): " + "; ".join(problems))
-    return Overrides(toto, kronos, seen)
+    return Overrides(knobs["toto"], knobs["kronos"], seen, knobs["toto2"])

@@ -1,6 +1,8 @@
 """Search spaces (brief §3) and the Kronos search: one place for every knob's range and preset.
 
-Toto's space is small: a grid of sample count x aggregation, all scored from one draw. Kronos's is
+Toto's space is small: a grid of sample count x aggregation, all scored from one draw. Toto 2.0's is a
+grid of forward passes (checkpoint x context length x decoding x input variates), each scoring every
+point rule over its quantile levels. Kronos's is
 6-D: the defaults and the users' presets are always scored; an Optuna TPE search proposes more
 sampling configs, each scored cheaply on the last few validation windows, and only the best
 fraction is promoted to every window (successive halving). Test windows never steer the search.
@@ -43,6 +45,52 @@ def toto_grid(sample_counts: Sequence[int] = TOTO_SAMPLE_COUNTS,
     return [toto_trial(n, a) for n, a in sorted(unique)]
 
 
+# -- Toto 2.0 ----------------------------------------------------------------------------------
+# Variates fed to the model, by name (the close is always one of them; its quantiles are scored).
+TOTO2_VARIATES = {"close": ("close",), "ohlc": ("open", "high", "low", "close"),
+                  "ohlcv": ("open", "high", "low", "close", "volume")}
+# Bars of context (0 = all of the window's context, cut to whole patches); longer than a layout's
+# context is dropped for that symbol. Multiples of 32, the published checkpoints' patch size.
+TOTO2_CONTEXT_LENGTHS = (0, 128, 256, 1024, 2048, 4096)
+TOTO2_DECODE_BLOCK_SIZES = (0, 32)  # 0 = one forward pass; else block decoding with median feedback
+TOTO2_AGGREGATIONS = ("median", "mean", "quantile_0.4", "quantile_0.45", "quantile_0.55", "quantile_0.6")
+# Upstream's documented usage: all the context, one pass, the close alone, the median.
+TOTO2_DEFAULT = {"context_length": 0, "decode_block_size": 0, "variates": "close", "aggregate": "median"}
+
+
+def toto2_trial(checkpoint: str, context_length: int, decode_block_size: int, variates: str, aggregate: str,
+                default_checkpoint: str | None = None) -> Trial:
+    """One Toto 2.0 config; the default is :data:`TOTO2_DEFAULT` on ``default_checkpoint`` (the runtime's first)."""
+    if variates not in TOTO2_VARIATES:
+        raise ValueError(f"toto2: variates {variates!r}; use one of {', '.join(TOTO2_VARIATES)}")
+    if context_length < 0 or decode_block_size < 0:
+        raise ValueError(f"toto2: context_length ({context_length}) and decode_block_size ({decode_block_size}) "
+                         "must be >= 0 (0: all the context / one forward pass)")
+    knobs = {"checkpoint": checkpoint, "context_length": int(context_length),
+             "decode_block_size": int(decode_block_size), "variates": variates, "aggregate": aggregate}
+    default = {**TOTO2_DEFAULT, "checkpoint": default_checkpoint or checkpoint}
+    return Trial("toto2", knobs, 1, aggregate, is_default=knobs == default)
+
+
+def toto2_default(checkpoint: str) -> Trial:
+    return toto2_trial(checkpoint, **TOTO2_DEFAULT)
+
+
+def toto2_grid(checkpoints: Sequence[str], context_lengths: Sequence[int], decode_block_sizes: Sequence[int],
+               variates: Sequence[str], aggregations: Sequence[str]) -> dict[tuple, list[Trial]]:
+    """Trials per forward pass ``(checkpoint, context_length, decode_block_size, variates)``, default
+    included (on the first checkpoint); each pass's trials differ only in the point rule."""
+    passes: dict[tuple, set[str]] = {}
+    for key in [(c, n, b, v) for c in checkpoints for n in context_lengths for b in decode_block_sizes
+                for v in variates]:
+        passes.setdefault(key, set()).update(aggregations)
+    default = toto2_default(checkpoints[0])
+    passes.setdefault(tuple(default.knobs[k] for k in ("checkpoint", "context_length", "decode_block_size",
+                                                       "variates")), set()).add(default.aggregate)
+    return {key: [toto2_trial(*key, a, default_checkpoint=checkpoints[0]) for a in sorted(rules)]
+            for key, rules in passes.items()}
+
+
 # -- Kronos ------------------------------------------------------------------------------------
 KRONOS_RANGES = {
     "temperature": (0.1, 1.0),
@@ -81,9 +129,16 @@ def kronos_trials(config: KronosSamplingConfig, sample_counts: Sequence[int],
             for knobs in [kronos_knobs(config, n, a)]]
 
 
-def default_trials() -> dict[str, Trial]:
-    """Each model's upstream default config as a trial: what a history too short to tune keeps."""
+TOTO2_BUNDLED = "bundled:toto2-tiny"  # the checkpoint label of the offline default (pretraining.bundled_model_id)
+
+
+def default_trials(toto2_checkpoint: str = TOTO2_BUNDLED) -> dict[str, Trial]:
+    """Each model's upstream default config as a trial: what a history too short to tune keeps.
+
+    Toto 2.0's default runs on ``toto2_checkpoint``, the first checkpoint its runtime lists.
+    """
     return {"toto": toto_trial(TOTO_DEFAULT["num_samples"], TOTO_DEFAULT["aggregate"]),
+            "toto2": toto2_default(toto2_checkpoint),
             "kronos": kronos_trials(KRONOS_DEFAULT, [KRONOS_DEFAULT.sample_count], [KRONOS_DEFAULT_AGGREGATE])[0]}
 
 

@@ -21,6 +21,7 @@ from .store import StoreError
 from .windows import LAYOUT_FIELDS, Layout
 
 SEARCH_METHODS = {"toto": "grid (num_samples x aggregation, one draw)",
+                  "toto2": "grid (checkpoint x context x decoding x variates, one forward pass each; point rules)",
                   "kronos": "default + guide presets, TPE proposals with successive halving"}
 
 
@@ -89,7 +90,10 @@ def _selection(row: dict, names: dict[str, str]) -> dict:
 
 def model_documents(con: duckdb.DuckDBPyConnection, symbol: str, model_ids: dict[str, str],
                     runtime_knobs: dict[str, dict], base_seed: int) -> dict[str, dict]:
-    """One §7 document per model with a selected config for ``symbol`` (keys: toto, kronos)."""
+    """One §7 document per model with a selected config for ``symbol`` (keys: toto, toto2, kronos).
+
+    ``model_ids`` names each runtime's model; a Toto 2.0 document names the checkpoint its config chose.
+    """
     symbol = validate_symbol(symbol)
     selected = _rows(con, "select * from best_configs where symbol = ?", [symbol])
     tests = _rows(con, "select * from test_report where symbol = ?", [symbol])
@@ -104,10 +108,11 @@ def model_documents(con: duckdb.DuckDBPyConnection, symbol: str, model_ids: dict
                            "from stg_trials where symbol = ? and config_hash = ? limit 1", [symbol, row["config_hash"]])[0]
         default = board.get(row["default_config_hash"])
         persistence, random_walk = references.get("persistence"), references.get("random_walk")
+        knobs = json.loads(row["config_json"])
         documents[model] = {
             "symbol": symbol,
             "model": model,
-            "config": {"name": row["config_name"], **json.loads(row["config_json"]), **runtime_knobs.get(model, {})},
+            "config": {"name": row["config_name"], **knobs, **runtime_knobs.get(model, {})},
             "validation": _scores(row, "val"),
             "test": _scores(row, "test"),
             "windows": {"n_val": int(first["n_val"]), "n_test": int(first["n_test"]),
@@ -115,7 +120,7 @@ def model_documents(con: duckdb.DuckDBPyConnection, symbol: str, model_ids: dict
                         "context": int(first["context"]),
                         **{name: first[name] for name in LAYOUT_FIELDS if first[name] is not None}},
             "metadata": {
-                "model_id": model_ids.get(model, model),
+                "model_id": knobs.get("checkpoint") or model_ids.get(model, model),
                 "model_revision": first["model_revision"] or "unknown",
                 "data_end": row["data_end"].date().isoformat(),
                 "data_version": row["data_version"],

@@ -40,10 +40,10 @@ from typing import Callable, Mapping
 import numpy as np
 import pandas as pd
 
+from .configs import MODELS as TUNED_MODELS
 from .pretraining import Cutoff, describe, in_pretraining_period
 from .significance import SelectionTest, paired_interval, selection_test
 
-TUNED_MODELS = ("toto", "kronos")
 REFERENCE = "persistence"  # the point-forecast reference every model must beat
 PROBABILISTIC_REFERENCE = "random_walk"  # the reference for CRPS% (persistence has no spread)
 MIN_POOLED_SYMBOLS = 2

@@ -27,11 +27,13 @@ class DrawPlan(Protocol):
 
     ``trials[i]`` are scored from the i-th paths array; they differ only in sample-count prefix and
     aggregation. ``draw(batch, needs)`` gets ``{group index: samples needed}`` for the groups with
-    pending trials and returns ``{group index: paths [W, S, H]}``.
+    pending trials and returns ``{group index: paths [W, S, H]}``. A plan whose model returns a
+    quantile forecast sets ``quantile_levels`` (its arrays are then ``[W, levels, H]``); else None.
     """
 
     label: str
     trials: Sequence[Sequence[Trial]]
+    quantile_levels: tuple[float, ...] | None
 
     def draw(self, batch: ContextBatch, needs: Mapping[int, int]) -> Mapping[int, np.ndarray]: ...
 
@@ -42,6 +44,7 @@ class SingleDraw:
 
     forecaster: Forecaster
     group: Sequence[Trial]
+    quantile_levels = None  # sample paths
 
     @property
     def label(self) -> str:
@@ -107,7 +110,7 @@ def run_sweep(
         for g, trials in pending.items():
             paths = check_paths(drawn[g], windows, plan.label)
             latency = _probe(plan, g, probe, {t.num_samples for t in trials}) if probe_latency else None
-            rows = score_trials(windows, Draw(paths, per_window), trials, latency)
+            rows = score_trials(windows, Draw(paths, per_window, plan.quantile_levels), trials, latency)
             for trial in trials:
                 storage.write_trial(sweep, ctx, trial, rows[rows["config_hash"] == trial.config_hash])
             result.computed.extend(trials)

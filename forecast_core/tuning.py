@@ -1,6 +1,7 @@
-"""Sweep plans for Toto and Kronos, shared by the Dagster assets and the CLI.
+"""Sweep plans for Toto, Toto 2.0 and Kronos, shared by the Dagster assets and the CLI.
 
-Toto: one draw of the largest sample count scores the whole grid. Kronos: sampling configs that
+Toto: one draw of the largest sample count scores the whole grid. Toto 2.0: one forward pass per
+(checkpoint, context length, decoding, variates) scores every point rule. Kronos: sampling configs that
 share (max_context, clip) decode in one batch from one prefill; each config's sample-count prefixes
 and aggregations are scored from its paths. The Kronos search scores TPE proposals on the last few
 validation windows only, then promotes the best to a full plan.
@@ -9,7 +10,7 @@ validation windows only, then promotes the best to a full plan.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -18,14 +19,61 @@ from .backtest import Trial
 from .forecasters import ContextBatch
 from .kronos.forecaster import KronosForecaster, KronosSamplingConfig
 from .metrics import mae_pct
-from .search import kronos_trials, tpe_then_halving
+from .search import TOTO2_VARIATES, kronos_trials, toto2_grid, tpe_then_halving
 from .sweep import DrawPlan, SingleDraw
 from .toto import TotoForecaster
+from .toto2 import QUANTILE_LEVELS, Toto2Forecaster, Toto2Model
 from .windows import VALIDATION, Windows
 
 
 def toto_plans(forecaster: TotoForecaster, trials: Sequence[Trial]) -> list[DrawPlan]:
     return [SingleDraw(forecaster, list(trials))]
+
+
+@dataclass(frozen=True)
+class Toto2Draw:
+    """One Toto 2.0 forward pass (checkpoint, context length, decoding, variates): every point rule of
+    ``group`` is scored from its quantiles. ``model`` loads the checkpoint on first use."""
+
+    model: Callable[[], Toto2Model]
+    checkpoint: str
+    context_length: int  # 0: all of the window's context
+    decode_block_size: int  # 0: one forward pass
+    variates: str
+    group: Sequence[Trial]
+    quantile_levels = QUANTILE_LEVELS
+
+    @property
+    def label(self) -> str:
+        return (f"toto2 {self.checkpoint} context={self.context_length or 'all'} "
+                f"decode={'block ' + str(self.decode_block_size) if self.decode_block_size else 'single pass'} "
+                f"variates={self.variates}")
+
+    @property
+    def trials(self) -> Sequence[Sequence[Trial]]:
+        return [self.group]
+
+    def forecaster(self) -> Toto2Forecaster:
+        return toto2_forecaster(self.model(), self.group[0])
+
+    def draw(self, batch: ContextBatch, needs: Mapping[int, int]) -> Mapping[int, np.ndarray]:
+        return {0: self.forecaster().quantiles(batch)}
+
+
+def toto2_forecaster(model: Toto2Model, trial: Trial) -> Toto2Forecaster:
+    """The forecaster a Toto 2.0 trial's knobs describe (its point rule is applied when scoring)."""
+    k = trial.knobs
+    return Toto2Forecaster(model, TOTO2_VARIATES[k["variates"]], k["context_length"] or None,
+                           k["decode_block_size"] or None, name=f"toto2 {k['checkpoint']}")
+
+
+def toto2_plans(models: Mapping[str, Callable[[], Toto2Model]], context: int, context_lengths: Sequence[int],
+                decode_block_sizes: Sequence[int], variates: Sequence[str], aggregations: Sequence[str]) -> list[DrawPlan]:
+    """One plan per forward pass over ``models`` ({checkpoint label: loader}, the first is the default's);
+    context lengths not shorter than the windows' ``context`` are left out (0, all of it, always stays)."""
+    fitting = [n for n in context_lengths if n < context or n == 0]
+    grid = toto2_grid(list(models), fitting, decode_block_sizes, variates, aggregations)
+    return [Toto2Draw(models[c], c, n, b, v, trials) for (c, n, b, v), trials in grid.items()]
 
 
 @dataclass(frozen=True)
@@ -35,6 +83,7 @@ class KronosDraw:
     forecaster: KronosForecaster
     configs: Sequence[KronosSamplingConfig]
     groups: Sequence[Sequence[Trial]]
+    quantile_levels = None  # sample paths
 
     @property
     def label(self) -> str:

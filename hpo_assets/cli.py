@@ -1,8 +1,8 @@
 """The ``hpo`` command: run the pipeline from a terminal into the same instance and stores the UI shows.
 
-``hpo demo`` is the main job: register the embedded symbols, tune each one (prices, baseline, Toto
-and Kronos sweeps), build the dbt marts, write the selected configs, print the per-symbol table.
-``hpo compare`` scores given configs (defaults, stored ones, TOTO_*/KRONOS_* overrides) side by side;
+``hpo demo`` is the main job: register the embedded symbols, tune each one (prices, baseline, Toto,
+Toto 2.0 and Kronos sweeps), build the dbt marts, write the selected configs, print the per-symbol table.
+``hpo compare`` scores given configs (defaults, stored ones, TOTO_*/TOTO2_*/KRONOS_* overrides) side by side;
 ``hpo tune`` runs the Dagster tuning path for some symbols; ``hpo forward`` prints the forward scorecard. Runs land in ``$DAGSTER_HOME`` (default
 ``./.dagster_home``) and trials in ``$HPO_STORAGE_DIR`` (default ``./storage``).
 """
@@ -17,13 +17,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from forecast_core.budgets import DEMO_KRONOS, DEMO_TOTO
+from forecast_core.budgets import DEMO_KRONOS, DEMO_TOTO, DEMO_TOTO2
 from forecast_core.configs import ConfigFileError
 from forecast_core.data import InvalidSymbolError, PriceDataError, validate_symbol
 from forecast_core.store import StoreError
 
 # Small enough for a CPU with the bundled tiny checkpoints; the assets' defaults are the full spaces.
 DEMO_TUNE_CONFIG = {"ops": {"toto_sweep": {"config": DEMO_TOTO.run_config()},
+                            "toto2_sweep": {"config": DEMO_TOTO2.run_config()},
                             "kronos_sweep": {"config": DEMO_KRONOS.run_config()}}}
 
 
@@ -173,7 +174,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
           f"test windows), "
           f"{time.perf_counter() - start:.0f}s:")
     _print_selected(selected_table(), layout_notes(), choice_notes())
-    print(f"\nconfig files: {Path(_storage().hyperparams_dir).resolve()}/{{toto,kronos,best}}/SYMBOL.json")
+    print(f"\nconfig files: {Path(_storage().hyperparams_dir).resolve()}/{{toto,toto2,kronos,best}}/SYMBOL.json")
     print(f"Dagster instance: {os.environ['DAGSTER_HOME']} (run `make dev` to browse the runs)")
     return 1 if failed else 0
 
@@ -274,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare = sub.choices["compare"]
     compare.add_argument("--forecast-horizon", type=int, default=64)
     compare.add_argument("--use-stored-hyperparams", action="store_true",
-                         help="score hyperparams/{toto,kronos}/SYMBOL.json instead of the defaults")
+                         help="score hyperparams/{toto,toto2,kronos}/SYMBOL.json instead of the defaults")
     forward = sub.add_parser("forward", help="print the forward scorecard: stored configs on the bars after selection")
     forward.add_argument("symbols", nargs="*", help="symbols (default: every symbol with a scorecard)")
     forward.add_argument("--history", action="store_true", help="also the scorecards of configs since re-tuned")

@@ -3,7 +3,7 @@
 from dagster import Definitions, multiprocess_executor
 
 from resources import BacktestSettings, PriceSourceResource, RetuneSettings, StorageResource
-from resources.models import KronosRuntime, TotoRuntime
+from resources.models import KronosRuntime, Toto2Runtime, TotoRuntime
 
 from .jobs import metrics_job, refresh_prices_job, select_configs_job, tune_symbol_job
 from .metrics import dbt_metrics, dbt_resource, dbt_selection_marts
@@ -14,7 +14,7 @@ from .schedules import weekly_retune
 from .selection import selected_configs
 from .sensors import price_source_sensor, stale_config_sensor
 from .statistics import selection_statistics
-from .sweeps import baseline_sweep, kronos_sweep, toto_sweep
+from .sweeps import baseline_sweep, kronos_sweep, toto2_sweep, toto_sweep
 
 
 def default_resources() -> dict:
@@ -24,6 +24,7 @@ def default_resources() -> dict:
         "backtest": BacktestSettings(),
         "retune": RetuneSettings(),
         "toto": TotoRuntime(),
+        "toto2": Toto2Runtime(),
         "kronos": KronosRuntime(),
         "dbt": dbt_resource(),
     }
@@ -36,7 +37,7 @@ executor = multiprocess_executor.configured(
 )
 
 defs = Definitions(
-    assets=[price_history, baseline_sweep, toto_sweep, kronos_sweep, dbt_metrics, selection_statistics,
+    assets=[price_history, baseline_sweep, toto_sweep, toto2_sweep, kronos_sweep, dbt_metrics, selection_statistics,
             dbt_selection_marts, selected_configs, forward_scores, toto_model, kronos_model],
     jobs=[refresh_prices_job, tune_symbol_job, metrics_job, select_configs_job],
     schedules=[weekly_retune],

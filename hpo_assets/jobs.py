@@ -6,7 +6,7 @@ from .metrics import metrics_assets
 from .prices import price_history
 from .scorecard import forward_scores
 from .selection import selected_configs
-from .sweeps import baseline_sweep, kronos_sweep, toto_sweep
+from .sweeps import baseline_sweep, kronos_sweep, toto2_sweep, toto_sweep
 
 refresh_prices_job = define_asset_job(
     "refresh_prices",
@@ -17,8 +17,8 @@ refresh_prices_job = define_asset_job(
 
 tune_symbol_job = define_asset_job(
     "tune_symbol",
-    selection=AssetSelection.assets(price_history, baseline_sweep, toto_sweep, kronos_sweep),
-    description="Refresh one symbol's prices, then run its baseline, Toto and Kronos sweeps.",
+    selection=AssetSelection.assets(price_history, baseline_sweep, toto_sweep, toto2_sweep, kronos_sweep),
+    description="Refresh one symbol's prices, then run its baseline, Toto, Toto 2.0 and Kronos sweeps.",
 )
 
 metrics_job = define_asset_job(
@@ -31,5 +31,5 @@ metrics_job = define_asset_job(
 select_configs_job = define_asset_job(
     "select_configs",
     selection=AssetSelection.assets(selected_configs),
-    description="Write hyperparams/{toto,kronos,best}/SYM.json from the marts for one symbol.",
+    description="Write hyperparams/{toto,toto2,kronos,best}/SYM.json from the marts for one symbol.",
 )

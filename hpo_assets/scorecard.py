@@ -6,7 +6,7 @@ from dagster import AssetExecutionContext, AssetKey, MaterializeResult, Metadata
 from forecast_core.forward import ForwardStore, current_scorecards, forecast_with, forward_report, score_forward
 from forecast_core.store import StoreError
 from resources import BacktestSettings, StorageResource
-from resources.models import KronosRuntime, TotoRuntime
+from resources.models import KronosRuntime, Toto2Runtime, TotoRuntime
 
 from .lib import ACCELERATOR_OP_TAGS, ACCELERATOR_POOL, md_table, plot_png, symbols_partitions
 
@@ -14,8 +14,8 @@ from .lib import ACCELERATOR_OP_TAGS, ACCELERATOR_POOL, md_table, plot_png, symb
 @asset(partitions_def=symbols_partitions, deps=[AssetKey("price_history"), AssetKey("selected_configs")],
        group_name="scorecard", kinds={"parquet"}, pool=ACCELERATOR_POOL, op_tags=ACCELERATOR_OP_TAGS)
 def forward_scores(context: AssetExecutionContext, storage: StorageResource, backtest: BacktestSettings,
-                   toto: TotoRuntime, kronos: KronosRuntime) -> MaterializeResult:
-    """Score each stored config (toto, kronos, best) and its references (persistence, random walk, the
+                   toto: TotoRuntime, toto2: Toto2Runtime, kronos: KronosRuntime) -> MaterializeResult:
+    """Score each stored config (toto, toto2, kronos, best) and its references (persistence, random walk, the
     model's default) on every newly completed window after the config's data end; idempotent.
 
     Models load only when a new window needs them. A re-tuned config starts a new scorecard; the old
@@ -33,7 +33,7 @@ def forward_scores(context: AssetExecutionContext, storage: StorageResource, bac
     except StoreError as exc:
         context.log.warning(f"{symbol}: {exc}")
         prices = None
-    forecast = forecast_with(lambda: toto.forecaster, lambda: kronos.forecaster)
+    forecast = forecast_with(lambda: toto.forecaster, lambda: kronos.forecaster, toto2.model)
     added = {card.kind: score_forward(store, card, prices, forecast, backtest.base_seed) if prices is not None else 0
              for card in cards}
     report = forward_report(store.read(symbol), {card.id for card in cards})

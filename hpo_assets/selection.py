@@ -1,4 +1,4 @@
-"""Selected configs per symbol: the dbt marts' choice written to hyperparams/{toto,kronos,best}/SYM.json."""
+"""Selected configs per symbol: the dbt marts' choice written to hyperparams/{toto,toto2,kronos,best}/SYM.json."""
 
 from pathlib import Path
 
@@ -16,7 +16,7 @@ from dagster import (
 )
 
 from forecast_core.backtest import last_window_forecast
-from forecast_core.configs import write_config
+from forecast_core.configs import MODELS, write_config
 from forecast_core.forward import document_trial, forecast_with
 from forecast_core.pretraining import bundled_model_id
 from forecast_core.search import default_trials
@@ -24,7 +24,7 @@ from forecast_core.selection import best_document, default_document, model_docum
 from forecast_core.store import StoreError
 from forecast_core.windows import TEST, build_windows, plan_layout
 from resources import BacktestSettings, StorageResource
-from resources.models import KronosRuntime, TotoRuntime
+from resources.models import KronosRuntime, Toto2Runtime, TotoRuntime
 
 from .lib import ACCELERATOR_OP_TAGS, ACCELERATOR_POOL, md_table, plot_forecasts, plot_png, symbols_partitions
 
@@ -51,8 +51,8 @@ def _error_vs_config(board: pd.DataFrame, chosen: dict[str, str], symbol: str) -
 @asset(partitions_def=symbols_partitions, deps=MARTS, group_name="selection", kinds={"json"},
        automation_condition=AutomationCondition.eager(), pool=ACCELERATOR_POOL, op_tags=ACCELERATOR_OP_TAGS)
 def selected_configs(context: AssetExecutionContext, storage: StorageResource, backtest: BacktestSettings,
-                     toto: TotoRuntime, kronos: KronosRuntime):
-    """Write the selected Toto and Kronos configs and the winning model for one symbol, atomically.
+                     toto: TotoRuntime, toto2: Toto2Runtime, kronos: KronosRuntime):
+    """Write the selected Toto, Toto 2.0 and Kronos configs and the winning model for one symbol, atomically.
 
     A previous file that fails validation is moved aside (``.invalid-<time>``), never lost.
     """
@@ -61,13 +61,13 @@ def selected_configs(context: AssetExecutionContext, storage: StorageResource, b
     store = storage.storage()
     prices = store.read_prices(symbol)
     layout = plan_layout(len(prices), backtest.spec())
-    model_ids = {"toto": bundled_model_id(toto.source), "kronos": bundled_model_id(kronos.source)}
+    model_ids = {"toto": bundled_model_id(toto.source), "toto2": toto2.labels[0], "kronos": bundled_model_id(kronos.source)}
     runtime_knobs = {"toto": {"samples_per_batch": toto.samples_per_batch}}
     if layout.spec is None:  # nothing could be scored: each model keeps its default, the files say why
-        revisions = {"toto": toto.model_revision, "kronos": kronos.model_revision}
+        revisions = {"toto": toto.model_revision, "toto2": toto2.model_revision, "kronos": kronos.model_revision}
         documents = {model: default_document(symbol, trial, runtime_knobs.get(model, {}), layout, prices,
                                              model_ids[model], revisions[model], backtest.base_seed)
-                     for model, trial in default_trials().items()}
+                     for model, trial in default_trials(toto2.labels[0]).items()}
         best, board = None, pd.DataFrame()
     else:
         documents, best, board = _from_marts(storage, symbol, model_ids, runtime_knobs, backtest.base_seed)
@@ -106,7 +106,7 @@ def selected_configs(context: AssetExecutionContext, storage: StorageResource, b
                                                        symbol)
     if layout.spec is not None:
         metadata["forecast_fan_last_test_window"] = _forecast_fan(symbol, prices, layout, documents, backtest,
-                                                                  toto, kronos)
+                                                                  toto, toto2, kronos)
     return MaterializeResult(metadata=metadata)
 
 
@@ -132,12 +132,12 @@ def _from_marts(storage: StorageResource, symbol: str, model_ids: dict, runtime_
             documents = model_documents(con, symbol, model_ids=model_ids, runtime_knobs=runtime_knobs,
                                         base_seed=base_seed)
             if not documents:
-                raise ValueError(f"{symbol}: no Toto or Kronos trials in the marts; run toto_sweep/kronos_sweep "
-                                 "and dbt first")
+                raise ValueError(f"{symbol}: no model trials in the marts; run the sweeps (job tune_symbol) and "
+                                 "dbt first")
             best = best_document(con, symbol, documents)
             board = con.execute("select model, config_hash, config_name, val_mae_pct, test_mae_pct, "
-                                "seconds_per_forecast from leaderboard "
-                                "where symbol = ? and model in ('toto', 'kronos')", [symbol]).df()
+                                "seconds_per_forecast from leaderboard where symbol = ? and list_contains(?, model)",
+                                [symbol, list(MODELS)]).df()
     except StoreError as exc:
         raise Failure(description=f"{symbol}: no config files written: {exc}") from None
     except duckdb.Error as exc:
@@ -148,11 +148,11 @@ def _from_marts(storage: StorageResource, symbol: str, model_ids: dict, runtime_
 
 
 def _forecast_fan(symbol: str, prices: pd.DataFrame, layout, documents: dict, backtest: BacktestSettings,
-                  toto: TotoRuntime, kronos: KronosRuntime) -> MetadataValue:
+                  toto: TotoRuntime, toto2: Toto2Runtime, kronos: KronosRuntime) -> MetadataValue:
     """Each selected config's forecast fan vs the actuals on the last test window."""
     windows = build_windows(prices, layout.spec, symbol, backtest.base_seed)
     last = windows.select(np.flatnonzero(windows.splits == TEST)[-1:])
-    forecast = forecast_with(lambda: toto.forecaster, lambda: kronos.forecaster)
+    forecast = forecast_with(lambda: toto.forecaster, lambda: kronos.forecaster, toto2.model)
     forecasts = {}
     for model, document in documents.items():
         trial = document_trial(model, document["config"])

@@ -10,7 +10,7 @@ from forecast_core.configs import retune_reason
 from forecast_core.forward import ForwardStore, drift_reason
 from forecast_core.store import StoreError
 from resources import PriceSourceResource, RetuneSettings, StorageResource
-from resources.models import KronosRuntime, TotoRuntime
+from resources.models import KronosRuntime, Toto2Runtime, TotoRuntime
 
 from .jobs import refresh_prices_job, tune_symbol_job
 from .lib import symbols_partitions
@@ -43,7 +43,7 @@ def _revision(source: str, revision: str) -> str:
 
 @sensor(job=tune_symbol_job, minimum_interval_seconds=600, default_status=DefaultSensorStatus.STOPPED)
 def stale_config_sensor(context: SensorEvaluationContext, storage: StorageResource, toto: TotoRuntime,
-                        kronos: KronosRuntime, retune: RetuneSettings):
+                        toto2: Toto2Runtime, kronos: KronosRuntime, retune: RetuneSettings):
     """The one place deciding re-tunes: a symbol whose configs are missing or from other weights, whose
     forward scorecard shows its stored config falling behind persistence or its default (``retune``:
     margin with the paired test's evidence, or K forward windows in a row worse than persistence), or,
@@ -51,7 +51,7 @@ def stale_config_sensor(context: SensorEvaluationContext, storage: StorageResour
     Run keys (symbol, last bar, revisions) make repeated evaluations idempotent while a tune is
     pending; the reason is in the run's ``retune_reason`` tag."""
     store, forward = storage.storage(), ForwardStore(storage.root)
-    revisions = {"toto": _revision(toto.source, toto.revision),
+    revisions = {"toto": _revision(toto.source, toto.revision), "toto2": toto2.model_revision,
                  "kronos": _revision(kronos.source, kronos.revision) + "+" +
                  _revision(kronos.tokenizer_source, kronos.tokenizer_revision)}
     requests = []
@@ -68,7 +68,7 @@ def stale_config_sensor(context: SensorEvaluationContext, storage: StorageResour
         if reason:
             context.log.info(f"{symbol}: {reason}")
             last = prices["timestamp"].iloc[-1].date()
-            requests.append(RunRequest(run_key=f"{symbol}:{last}:{revisions['toto']}:{revisions['kronos']}",
+            requests.append(RunRequest(run_key=f"{symbol}:{last}:" + ":".join(revisions.values()),
                                        partition_key=symbol, tags={"retune_reason": reason[:200],
                                                                         "retune_trigger": trigger}))
     return requests or SkipReason("every symbol's configs are current")

@@ -21,7 +21,7 @@ from forecast_core.selection import open_marts
 from forecast_core.selection_statistics import TABLES, TRIAL_COLUMNS, selection_tables
 from forecast_core.store import StoreError
 from resources import StorageResource
-from resources.models import KronosRuntime, TotoRuntime
+from resources.models import KronosRuntime, Toto2Runtime, TotoRuntime
 
 from .lib import METRICS_POOL, md_table
 
@@ -36,7 +36,7 @@ TABLE_KEYS = {name: AssetKey(["selection", name]) for name in TABLES}
                     for name, key in TABLE_KEYS.items()],
              name="selection_statistics", pool=METRICS_POOL)
 def selection_statistics(context: AssetExecutionContext, storage: StorageResource, toto: TotoRuntime,
-                         kronos: KronosRuntime):
+                         toto2: Toto2Runtime, kronos: KronosRuntime):
     """StepM/SPA/MCS selection tests, pooled challengers, model choice against persistence, the test
     report and pretraining-period flags for every symbol (no model weights are loaded)."""
     store = storage.storage()
@@ -48,7 +48,7 @@ def selection_statistics(context: AssetExecutionContext, storage: StorageResourc
         reason = str(exc).strip().splitlines()[0]
         raise Failure(description=f"selection statistics not computed: {reason}; re-materialise the dbt "
                                   "aggregation (job build_metrics)") from None
-    cutoffs = {"toto": toto.cutoff, "kronos": kronos.cutoff}
+    cutoffs = {"toto": toto.cutoff, "toto2": toto2.cutoff, "kronos": kronos.cutoff}
     for model, cutoff in cutoffs.items():
         probe = cutoff(trials["symbol"].iloc[0]) if len(trials) else None
         if probe is not None and not probe.known:

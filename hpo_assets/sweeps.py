@@ -11,19 +11,21 @@ from forecast_core.backtest import Trial, last_window_forecast
 from forecast_core.budgets import (
     BASELINE_TRIALS,
     KronosBudget,
+    Toto2Budget,
     TotoBudget,
     kronos_promoted,
     kronos_sweep_plans,
     toto_trials,
 )
-from forecast_core.forecasters import BASELINES, Forecaster
-from forecast_core.search import kronos_config, search_seed
+from forecast_core.forecasters import BASELINES
+from forecast_core.forward import Forecast, forecast_with
+from forecast_core.search import search_seed
 from forecast_core.store import Storage, TrialContext, trial_context
 from forecast_core.sweep import DrawPlan, SingleDraw, SweepResult, run_sweep, summarize
-from forecast_core.tuning import toto_plans, with_config
+from forecast_core.tuning import toto_plans
 from forecast_core.windows import TEST, Layout, Windows, build_windows, plan_layout
 from resources import BacktestSettings, StorageResource
-from resources.models import KronosRuntime, TotoRuntime
+from resources.models import KronosRuntime, Toto2Runtime, TotoRuntime
 
 from .lib import ACCELERATOR_OP_TAGS, ACCELERATOR_POOL, md_table, plot_forecasts, symbols_partitions
 from .models import kronos_model, toto_model
@@ -72,13 +74,10 @@ class SymbolSweep:
     def last_test_window(self) -> Windows:
         return self.windows.select(np.flatnonzero(self.windows.splits == TEST)[-1:])
 
-    def plot(self, forecasters: dict[str, tuple[Forecaster, Trial]], title: str) -> MetadataValue:
+    def plot(self, trials: dict[str, Trial], forecast: Forecast, title: str) -> MetadataValue:
         """Forecast (with 10-90% band) vs actual on the last test window, one line per config."""
         last = self.last_test_window()
-        forecasts = {}
-        for label, (forecaster, trial) in forecasters.items():
-            paths = forecaster.sample_paths(last.batch, trial.num_samples)
-            forecasts[label] = last_window_forecast(last, paths, trial)
+        forecasts = {label: last_window_forecast(last, forecast(trial, last), trial) for label, trial in trials.items()}
         origin = int(last.origins[0])
         history = self.prices.iloc[max(0, origin - 3 * self.windows.spec.horizon): origin]
         return plot_forecasts(history, next(iter(forecasts.values())), forecasts, f"{self.ctx.symbol}: {title}")
@@ -128,8 +127,7 @@ def baseline_sweep(context: AssetExecutionContext, storage: StorageResource, bac
     plans = [SingleDraw(BASELINES[name], [trial]) for name, trial in BASELINE_TRIALS.items()]
     result = sweep.run(context, "baseline", plans)
     summary = sweep.summary("baseline", list(BASELINE_TRIALS.values()))
-    plot = sweep.plot({name: (BASELINES[name], trial) for name, trial in BASELINE_TRIALS.items()},
-                      "baselines, last test window")
+    plot = sweep.plot(dict(BASELINE_TRIALS), forecast_with(), "baselines, last test window")
     return MaterializeResult(metadata={**sweep.metadata(result, summary), "last_test_window": plot})
 
 
@@ -157,11 +155,50 @@ def toto_sweep(context: AssetExecutionContext, config: TotoSweepConfig, toto: To
     result = sweep.run(context, "toto", toto_plans(toto.forecaster, trials))
     reductions = toto.forecaster.reductions[seen_reductions:]
     summary = sweep.summary("toto", trials)
-    plot = sweep.plot({"toto best (val)": (toto.forecaster, _best(summary, trials))}, "Toto, last test window")
+    plot = sweep.plot({"toto best (val)": _best(summary, trials)}, forecast_with(toto=lambda: toto.forecaster),
+                      "Toto, last test window")
     meta = sweep.metadata(result, summary)
     if reductions:
         meta["chunk_size_reductions"] = "; ".join(reductions)
     return MaterializeResult(metadata={**meta, "last_test_window": plot})
+
+
+_TOTO2 = Toto2Budget()
+
+
+class Toto2SweepConfig(Config):
+    context_lengths: list[int] = Field(default=list(_TOTO2.context_lengths),
+                                       description="context bars (0 = all of the window's context); longer than "
+                                                   "the windows' context is skipped")
+    decode_block_sizes: list[int] = Field(default=list(_TOTO2.decode_block_sizes),
+                                          description="0 = one forward pass, else block decoding (bars per block)")
+    variates: list[str] = Field(default=list(_TOTO2.variates), description="input series: close | ohlc | ohlcv")
+    aggregations: list[str] = Field(default=list(_TOTO2.aggregations),
+                                    description="point rules over the quantile levels: median, mean, quantile_Q")
+
+
+@asset(partitions_def=symbols_partitions, deps=[price_history], group_name="sweeps", kinds={"pytorch", "parquet"},
+       pool=ACCELERATOR_POOL, op_tags=ACCELERATOR_OP_TAGS)
+def toto2_sweep(context: AssetExecutionContext, config: Toto2SweepConfig, toto2: Toto2Runtime,
+                storage: StorageResource, backtest: BacktestSettings):
+    """Toto 2.0: every listed checkpoint x context length x decoding x input variates, one forward pass
+    each, scoring every point rule over its 9 quantile levels.
+
+    A history too short to tune scores only the default config (first checkpoint, all the context, one
+    pass, close only, median), compared with persistence.
+    """
+    budget = Toto2Budget(**config.model_dump())  # refuses unknown variates
+    sweep = SymbolSweep.load(context, storage, backtest, toto2.model_revision)
+    if sweep.windows is None:
+        return sweep.nothing_to_score(context)
+    plans = budget.plans(toto2.loaders(), sweep.windows.spec.context, sweep.tunable)
+    trials = [t for plan in plans for group in plan.trials for t in group]
+    result = sweep.run(context, "toto2", plans)
+    summary = sweep.summary("toto2", trials)
+    plot = sweep.plot({"toto2 best (val)": _best(summary, trials)}, forecast_with(toto2=toto2.model),
+                      "Toto 2.0, last test window")
+    return MaterializeResult(metadata={**sweep.metadata(result, summary), "checkpoints": MetadataValue.json(
+        toto2.labels), "last_test_window": plot})
 
 
 _KRONOS = KronosBudget()
@@ -207,8 +244,7 @@ def kronos_sweep(context: AssetExecutionContext, config: KronosSweepConfig, kron
     result = sweep.run(context, "kronos", plans)
     summary = sweep.summary("kronos", trials)
     best = _best(summary, trials)
-    plot = sweep.plot({"kronos best (val)": (with_config(forecaster, kronos_config(best)), best)},
-                      "Kronos, last test window")
+    plot = sweep.plot({"kronos best (val)": best}, forecast_with(kronos=lambda: forecaster), "Kronos, last test window")
     search = pd.DataFrame([{**asdict(c), "rung_val_mae_pct": s} for c, s in trace])
     return MaterializeResult(metadata={**sweep.metadata(result, summary), "search_trace": md_table(search),
                                        "last_test_window": plot})

@@ -1,4 +1,4 @@
-"""Model runtimes: Toto and Kronos loaded once per step process and kept resident across trials."""
+"""Model runtimes: Toto, Toto 2.0 and Kronos loaded once per step process and kept resident across trials."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 from typing import ClassVar
 
 from dagster import ConfigurableResource, get_dagster_logger
-from pydantic import Field, PrivateAttr, field_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from forecast_core import compiled
 from forecast_core.checkpoints import checkpoint_revision, resolve_checkpoint
@@ -14,9 +14,31 @@ from forecast_core.device import claim_device, resolve_dtype
 from forecast_core.kronos.forecaster import DEFAULT_TINY, DEFAULT_TINY_TOKENIZER, KronosForecaster, load_kronos
 from forecast_core.pretraining import Cutoff, bundled_model_id, load_registry, parse_date
 from forecast_core.toto import DEFAULT_TINY_DIR, TotoForecaster, load_toto
+from forecast_core.toto2 import DEFAULT_TINY_DIR as TOTO2_TINY_DIR
+from forecast_core.toto2 import Toto2Model, load_toto2
 
 
-class _ResidentModel(ConfigurableResource):
+class _Pretrained(ConfigurableResource):
+    """A model runtime whose pretraining cutoff can be overridden in its configuration."""
+
+    pretraining_cutoff: str = Field(default="", description="ISO date (YYYY-MM-DD): the last date this runtime's "
+                                    "model may have seen in pretraining, overriding forecast_core/data/"
+                                    "pretraining_cutoffs.json (empty: use the registry)")
+
+    @field_validator("pretraining_cutoff")
+    @classmethod
+    def _iso_cutoff(cls, value: str) -> str:
+        if value:
+            parse_date(value, "pretraining_cutoff")  # raises ValueError naming the field and value
+        return value
+
+    def _cutoff_of(self, source: str, symbol: str) -> Cutoff:
+        model_id = bundled_model_id(source)
+        overrides = {model_id: self.pretraining_cutoff} if self.pretraining_cutoff else None
+        return load_registry(overrides).lookup(model_id, symbol)
+
+
+class _ResidentModel(_Pretrained):
     """A forecaster loaded on first use in a step and reused by every trial of the step.
 
     Loading waits for the first use, so a step that only reads the configuration (the selection
@@ -42,10 +64,6 @@ class _ResidentModel(ConfigurableResource):
     probe_context: int = Field(default=0, description="probe context bars (0: the model's default)")
     probe_horizon: int = Field(default=0, description="probe horizon (0: the model's default)")
     probe_samples: int = Field(default=0, description="probe sample paths (0: the model's default)")
-    pretraining_cutoff: str = Field(default="", description="ISO date (YYYY-MM-DD): the last date this runtime's "
-                                    "model may have seen in pretraining, overriding forecast_core/data/"
-                                    "pretraining_cutoffs.json (empty: use the registry)")
-
     _forecaster: object = PrivateAttr(default=None)
     _revision: str = PrivateAttr(default="")
     _compiled: object = PrivateAttr(default=None)
@@ -64,18 +82,9 @@ class _ResidentModel(ConfigurableResource):
             raise ValueError(f"compile_mode={value!r}: use one of {', '.join(compiled.MODES)}")
         return value
 
-    @field_validator("pretraining_cutoff")
-    @classmethod
-    def _iso_cutoff(cls, value: str) -> str:
-        if value:
-            parse_date(value, "pretraining_cutoff")  # raises ValueError naming the field and value
-        return value
-
     def cutoff(self, symbol: str) -> Cutoff:
         """What this runtime's model (for Kronos: the model, not the tokenizer) may have seen of ``symbol``."""
-        model_id = bundled_model_id(self.source)
-        overrides = {model_id: self.pretraining_cutoff} if self.pretraining_cutoff else None
-        return load_registry(overrides).lookup(model_id, symbol)
+        return self._cutoff_of(self.source, symbol)
 
     def _load(self) -> None:
         raise NotImplementedError
@@ -179,3 +188,89 @@ class KronosRuntime(_ResidentModel):
 
     def _model_id(self) -> str:
         return f"{compiled.model_id_for(self.source)}+{compiled.model_id_for(self.tokenizer_source)}"
+
+
+def _default_toto2_checkpoints() -> list[str]:
+    listed = os.environ.get("HPO_TOTO2_CHECKPOINTS", "")
+    return [c.strip() for c in listed.split(",") if c.strip()] or [str(TOTO2_TINY_DIR)]
+
+
+class Toto2Runtime(_Pretrained):
+    """Toto 2.0 checkpoints (local dirs or repo ids at pinned revisions): the sizes the sweep compares.
+
+    The sweep scores every listed checkpoint (an accuracy vs latency choice); the first is the one
+    whose default config is the reference a tuned config must beat. Each loads on first use and
+    stays resident for the step. No compile cache: the engine runs eager.
+    """
+
+    checkpoints: list[str] = Field(default_factory=_default_toto2_checkpoints,
+                                   description="checkpoint dirs or repo ids, e.g. Datadog/Toto-2.0-22m, "
+                                               "Datadog/Toto-2.0-313m (default: $HPO_TOTO2_CHECKPOINTS, comma-"
+                                               "separated, or the bundled tiny checkpoint); the first is the default")
+    revisions: dict[str, str] = Field(default_factory=dict, description="Hugging Face commit to pin per repo id "
+                                      "in checkpoints (missing: main / local dir)")
+    device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N")
+    dtype: str = Field(default="float32", description="float32 | bfloat16 | float16")
+
+    _models: dict = PrivateAttr(default_factory=dict)
+    _device: object = PrivateAttr(default=None)
+    _revision: str = PrivateAttr(default="")
+
+    @model_validator(mode="after")
+    def _distinct_labels(self) -> "Toto2Runtime":
+        if not self.checkpoints:
+            raise ValueError("toto2 checkpoints: list at least one checkpoint (a directory or a repo id)")
+        labels = [bundled_model_id(c) for c in self.checkpoints]
+        twins = sorted({label for label in labels if labels.count(label) > 1})
+        if twins:
+            raise ValueError(f"toto2 checkpoints: {twins} listed more than once")
+        unknown = sorted(set(self.revisions) - set(self.checkpoints))
+        if unknown:
+            raise ValueError(f"toto2 revisions: {unknown} are not in checkpoints {self.checkpoints}")
+        return self
+
+    @property
+    def labels(self) -> list[str]:
+        """The checkpoint labels trials and config files name (repo ids; ``bundled:toto2-tiny``)."""
+        return [bundled_model_id(c) for c in self.checkpoints]
+
+    def _source(self, label: str) -> str:
+        by_label = dict(zip(self.labels, self.checkpoints))
+        if label not in by_label:
+            raise ValueError(f"toto2 checkpoint {label!r} is not in the runtime's checkpoints {self.labels}; add "
+                             "it to the toto2 resource's checkpoints (or $HPO_TOTO2_CHECKPOINTS)")
+        return by_label[label]
+
+    def model(self, label: str) -> Toto2Model:
+        """The loaded checkpoint ``label`` (loaded on first use, then kept)."""
+        if label not in self._models:
+            source = self._source(label)
+            if self._device is None:
+                self._device = claim_device(self.device)
+            self._models[label] = load_toto2(source, self.revisions.get(source) or None, device=self._device,
+                                             dtype=resolve_dtype(self.dtype))
+        return self._models[label]
+
+    def loaders(self) -> dict:
+        """{label: load it}, in the configured order (the first is the default's)."""
+        return {label: (lambda label=label: self.model(label)) for label in self.labels}
+
+    @property
+    def model_revision(self) -> str:
+        """Every listed checkpoint's commit or content hash (no weights are loaded): part of every trial's
+        identity, so adding or replacing a checkpoint re-scores the sweep."""
+        if not self._revision:
+            pinned = {label: resolve_checkpoint(source, self.revisions.get(source) or None)
+                      for label, source in zip(self.labels, self.checkpoints)}
+            self._revision = ";".join(f"{label}@{checkpoint_revision(path)}" for label, path in pinned.items())
+        return self._revision
+
+    def cutoff(self, symbol: str) -> Cutoff:
+        """The latest pretraining cutoff among the checkpoints (unknown if any is): a window counts as
+        out-of-sample only if no listed checkpoint may have seen it."""
+        cutoffs = [self._cutoff_of(source, symbol) for source in self.checkpoints]
+        unknown = [c for c in cutoffs if not c.known]
+        if unknown:
+            return unknown[0]
+        seen = [c for c in cutoffs if c.seen_through is not None]
+        return max(seen, key=lambda c: c.seen_through) if seen else cutoffs[0]

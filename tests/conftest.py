@@ -48,13 +48,14 @@ def pytest_configure(config):
 
 @pytest.fixture(scope="session")
 def random_checkpoints(tmp_path_factory):
-    """Small random-weight Toto and Kronos checkpoints, saved in the published layouts by our own code."""
+    """Small random-weight Toto, Toto 2.0 and Kronos checkpoints, saved in the published layouts by our own code."""
     import torch
 
     from forecast_core.checkpoints import save_checkpoint
     from forecast_core.kronos.model import Kronos, KronosConfig
     from forecast_core.kronos.tokenizer import KronosTokenizer, TokenizerConfig
     from forecast_core.toto.model import TotoConfig, TotoModel
+    from forecast_core.toto2 import Toto2Config, Toto2Model, save_toto2
 
     root = tmp_path_factory.mktemp("checkpoints")
     torch.manual_seed(0)
@@ -65,4 +66,8 @@ def random_checkpoints(tmp_path_factory):
     save_checkpoint(KronosTokenizer(tokenizer), tokenizer.to_dict(), root / "kronos-tokenizer")
     model = KronosConfig(s1_bits=3, s2_bits=3, n_layers=1, d_model=16, n_heads=2, ff_dim=32)
     save_checkpoint(Kronos(model), model.to_dict(), root / "kronos")
-    return {"toto": root / "toto", "kronos": root / "kronos", "kronos_tokenizer": root / "kronos-tokenizer"}
+    save_toto2(Toto2Model(Toto2Config(patch_size=8, d_model=16, num_heads=2, num_groups=1, num_layers=2,
+                                      layer_group_size=2, num_variate_layers_per_group=1, variate_layer_first=False,
+                                      residual_attn_ratio=1.0)), root / "toto2")
+    return {"toto": root / "toto", "kronos": root / "kronos", "kronos_tokenizer": root / "kronos-tokenizer",
+            "toto2": root / "toto2"}

@@ -8,7 +8,7 @@ from hpo_assets.definitions import default_resources
 from hpo_assets.lib import register_symbols
 from hpo_assets.prices import price_history
 from resources import BacktestSettings, PriceSourceResource, StorageResource
-from resources.models import KronosRuntime, TotoRuntime
+from resources.models import KronosRuntime, Toto2Runtime, TotoRuntime
 from tests.conftest import TINY_BACKTEST
 
 
@@ -17,6 +17,7 @@ def make_resources(storage_root, csv_dir=None, checkpoints=None, **backtest) -> 
     resources["storage"] = StorageResource(root=str(storage_root), hyperparams_dir=str(storage_root / "hyperparams"))
     if checkpoints is not None:
         resources["toto"] = TotoRuntime(source=str(checkpoints["toto"]), device="cpu")
+        resources["toto2"] = Toto2Runtime(checkpoints=[str(checkpoints["toto2"])], device="cpu")
         resources["kronos"] = KronosRuntime(source=str(checkpoints["kronos"]),
                                             tokenizer_source=str(checkpoints["kronos_tokenizer"]), device="cpu")
     resources["backtest"] = BacktestSettings(**{**TINY_BACKTEST, **backtest})

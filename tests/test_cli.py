@@ -28,9 +28,9 @@ def test_demo_subset_lands_in_the_instance_then_compare_reads_it(tmp_path):
     done = _hpo("demo", "--symbols", "NVDA", env=env)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert "selected configs" in done.stdout and "NVDA" in done.stdout and "persistence" in done.stdout
-    for kind in ("toto", "kronos", "best"):
+    for kind in ("toto", "toto2", "kronos", "best"):
         assert [p.name for p in (tmp_path / "hp" / kind).glob("*.json")] == ["NVDA.json"]
-    for model in ("toto", "kronos"):  # the selection block names the test and its evidence
+    for model in ("toto", "toto2", "kronos"):  # the selection block names the test and its evidence
         meta = json.loads((tmp_path / "hp" / model / "NVDA.json").read_text())["metadata"]
         selection = meta["selection"]
         assert selection["test"].startswith("StepM at 5% (SPA p-value), circular bootstrap, block 1; MCS at 10%")
@@ -56,6 +56,8 @@ def test_demo_subset_lands_in_the_instance_then_compare_reads_it(tmp_path):
     assert "KRONOS_TOP_K=20" in compared.stdout
     assert f"toto[aggregate={stored['aggregate']},num_samples={stored['num_samples']}]" in compared.stdout
     assert "top_k=20" in compared.stdout
+    stored = json.loads((tmp_path / "hp" / "toto2" / "NVDA.json").read_text())["config"]
+    assert stored["name"] in compared.stdout
 
     os.environ["DAGSTER_HOME"] = env["DAGSTER_HOME"]  # the instance the UI would open
     try:
@@ -82,21 +84,24 @@ def _model_env(tmp_path, random_checkpoints, **extra):
     return {**os.environ, "DAGSTER_HOME": str(tmp_path / "home"), "HPO_STORAGE_DIR": str(tmp_path / "st"),
             "HPO_HYPERPARAMS_DIR": str(tmp_path / "hp"), "HPO_TOTO_SOURCE": str(random_checkpoints["toto"]),
             "HPO_KRONOS_SOURCE": str(random_checkpoints["kronos"]),
-            "HPO_KRONOS_TOKENIZER_SOURCE": str(random_checkpoints["kronos_tokenizer"]), "TQDM_DISABLE": "1", **extra}
+            "HPO_KRONOS_TOKENIZER_SOURCE": str(random_checkpoints["kronos_tokenizer"]),
+            "HPO_TOTO2_CHECKPOINTS": str(random_checkpoints["toto2"]), "TQDM_DISABLE": "1", **extra}
 
 
 def test_compare_honours_and_echoes_env_overrides(tmp_path, random_checkpoints):
     env = _model_env(tmp_path, random_checkpoints, TOTO_NUM_SAMPLES="512", TOTO_AGGREGATE="trimmed_mean_10",
-                     KRONOS_TEMPERATURE="0.5", KRONOS_SAMPLE_COUNT="4", KRONOS_MAX_CONTEXT="128")
+                     KRONOS_TEMPERATURE="0.5", KRONOS_SAMPLE_COUNT="4", KRONOS_MAX_CONTEXT="128",
+                     TOTO2_CONTEXT_LENGTH="32", TOTO2_VARIATES="ohlc", TOTO2_AGGREGATE="quantile_0.45")
     done = _hpo("compare", "--symbol", "NVDA", "--forecast-horizon", "16", env=env)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     out = done.stdout
     assert "TOTO_NUM_SAMPLES=512" in out and "KRONOS_TEMPERATURE=0.5" in out
     assert "toto[aggregate=trimmed_mean_10,num_samples=512]" in out
     assert "max_context=128" in out and "sample_count=4" in out and "temperature=0.5" in out
+    assert "TOTO2_VARIATES=ohlc" in out and "context_length=32" in out and "aggregate=quantile_0.45" in out
     assert "persistence" in out and "test_vs_persistence" in out
     trials = list((tmp_path / "st" / "trials").rglob("*.parquet"))  # the same store the assets write
-    assert {p.parent.parent.name for p in trials} == {"sweep=baseline", "sweep=toto", "sweep=kronos"}
+    assert {p.parent.parent.name for p in trials} == {"sweep=baseline", "sweep=toto", "sweep=toto2", "sweep=kronos"}
 
 
 def test_compare_rejects_bad_overrides_and_missing_stored_configs(tmp_path, random_checkpoints):

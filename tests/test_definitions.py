@@ -13,8 +13,9 @@ EXPECTED_GRAPH = {
     "price_history": set(),
     "baseline_sweep": {"price_history"},
     "toto_sweep": {"price_history", "toto_model"},  # lineage only: sweeps run eager without a cache
+    "toto2_sweep": {"price_history"},  # no compile cache: the Toto 2.0 engine runs eager
     "kronos_sweep": {"price_history", "kronos_model"},
-    "stg_trials": {"baseline_sweep", "toto_sweep", "kronos_sweep"},
+    "stg_trials": {"baseline_sweep", "toto_sweep", "toto2_sweep", "kronos_sweep"},
     "leaderboard": {"stg_trials"},
     **{f"selection/{table}": {"stg_trials", "leaderboard"} for table in TABLES},
     "best_configs": {"selection/decisions", "selection/pretraining", "leaderboard"},
@@ -29,7 +30,8 @@ EXPECTED_GRAPH = {
     "toto_model": set(),
     "kronos_model": set(),
 }
-PARTITIONED = {"price_history", "baseline_sweep", "toto_sweep", "kronos_sweep", "selected_configs", "forward_scores"}
+PARTITIONED = {"price_history", "baseline_sweep", "toto_sweep", "toto2_sweep", "kronos_sweep", "selected_configs",
+               "forward_scores"}
 
 
 def test_asset_graph_snapshot():
@@ -56,7 +58,7 @@ def test_price_checks_and_jobs_are_defined():
 
 def test_accelerator_work_runs_in_its_pool():
     graph = defs.resolve_asset_graph()
-    pools = {name: graph.get(AssetKey(name)).pools for name in ("toto_sweep", "kronos_sweep")}
+    pools = {name: graph.get(AssetKey(name)).pools for name in ("toto_sweep", "toto2_sweep", "kronos_sweep")}
     assert all(p == {"accelerator"} for p in pools.values()), pools
 
 

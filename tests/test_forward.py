@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from forecast_core.backtest import Draw
 from forecast_core.budgets import BASELINE_TRIALS
 from forecast_core.configs import config_path, write_config
 from forecast_core.forecasters import BASELINES
@@ -55,7 +56,7 @@ def _cheap(calls: list | None = None):
         if calls is not None:
             calls.append((trial.model, trial.num_samples, windows.origins.tolist()))
         name = trial.model if trial.model in BASELINES else "random_walk"
-        return BASELINES[name].sample_paths(windows.batch, trial.num_samples)
+        return Draw(BASELINES[name].sample_paths(windows.batch, trial.num_samples), 0.0)
     return forecast
 
 
@@ -94,7 +95,7 @@ def _per_role_window(rows: pd.DataFrame) -> pd.Series:
 
 
 # -- document_trial --------------------------------------------------------------------------------------------
-def test_document_trial_reads_toto_kronos_and_baseline_configs():
+def test_document_trial_reads_every_family_and_baseline_configs():
     toto = document_trial("toto", {"name": "toto-default", "num_samples": 256, "aggregate": "median",
                                    "samples_per_batch": 32})
     assert toto == default_trials()["toto"]  # samples_per_batch is runtime only
@@ -108,7 +109,10 @@ def test_document_trial_reads_toto_kronos_and_baseline_configs():
     assert dict(picked.knobs) == KRONOS_KNOBS
     for baseline in ("persistence", "random_walk"):
         assert document_trial(baseline, {"name": baseline}) is BASELINE_TRIALS[baseline]
-    with pytest.raises(ValueError, match=r"no forecaster for model 'chronos'.*toto, kronos"):
+    toto2 = document_trial("toto2", {"name": "t2", **default_trials("Datadog/Toto-2.0-22m")["toto2"].knobs})
+    assert toto2 == default_trials("Datadog/Toto-2.0-22m")["toto2"]
+    assert (toto2.model, toto2.aggregate, toto2.knobs["checkpoint"]) == ("toto2", "median", "Datadog/Toto-2.0-22m")
+    with pytest.raises(ValueError, match=r"no forecaster for model 'chronos'.*toto, toto2, kronos"):
         document_trial("chronos", {"name": "x"})
 
 
@@ -233,7 +237,7 @@ def test_forecast_with_leaves_baselines_to_themselves():
     forecast = forecast_with(never, never)
     for name in ("persistence", "random_walk"):
         trial = BASELINE_TRIALS[name]
-        np.testing.assert_array_equal(forecast(trial, windows),
+        np.testing.assert_array_equal(forecast(trial, windows).paths,
                                       BASELINES[name].sample_paths(windows.batch, trial.num_samples))
 
 

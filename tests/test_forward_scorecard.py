@@ -18,7 +18,7 @@ from hpo_assets.prices import price_history
 from hpo_assets.scorecard import forward_scores
 from hpo_assets.selection import selected_configs
 from hpo_assets.sensors import price_source_sensor, stale_config_sensor
-from hpo_assets.sweeps import baseline_sweep, kronos_sweep, toto_sweep
+from hpo_assets.sweeps import baseline_sweep, kronos_sweep, toto2_sweep, toto_sweep
 from resources import RetuneSettings
 from tests.dagster_helpers import TINY_BACKTEST, make_resources
 from tests.synthetic import make_prices
@@ -26,6 +26,8 @@ from tests.synthetic import make_prices
 pytestmark = pytest.mark.slow
 SMALL_SWEEPS = {"ops": {
     "toto_sweep": {"config": {"sample_counts": [16], "aggregations": ["mean", "median"]}},
+    "toto2_sweep": {"config": {"context_lengths": [0], "decode_block_sizes": [0], "variates": ["close"],
+                               "aggregations": ["median", "mean"]}},
     "kronos_sweep": {"config": {"presets": [], "sample_counts": [4], "aggregations": ["mean"],
                                 "search_budget": 2, "search_sample_count": 4, "max_sample_count": 4}},
 }}
@@ -65,7 +67,7 @@ def test_a_daily_feed_grows_the_scorecard_and_drift_asks_for_a_retune(tmp_path, 
     register_symbols(instance, list(series))
     resources = {**make_resources(tmp_path / "st", folder), "retune": RetuneSettings(drift_margin=0.5)}
     for symbol in series:
-        assert materialize([price_history, baseline_sweep, toto_sweep, kronos_sweep], partition_key=symbol,
+        assert materialize([price_history, baseline_sweep, toto_sweep, toto2_sweep, kronos_sweep], partition_key=symbol,
                            instance=instance, resources=resources, run_config=SMALL_SWEEPS).success
     assert materialize(metrics_assets(), instance=instance, resources=resources).success
     for symbol in series:
@@ -92,10 +94,10 @@ def test_a_daily_feed_grows_the_scorecard_and_drift_asks_for_a_retune(tmp_path, 
             run = materialize([price_history, forward_scores], partition_key=request.partition_key,
                               instance=instance, resources=resources)
             added = run.asset_materializations_for_node("forward_scores")[0].metadata["windows_added"].value
-            assert added == 3 * (complete - before)  # the toto, kronos and best scorecards each
+            assert added == 4 * (complete - before)  # the toto, toto2, kronos and best scorecards each
             rows = store.read(request.partition_key)
             per_role = rows.groupby(["scorecard", "role"]).size() if not rows.empty else pd.Series(dtype=int)
-            assert (per_role == complete).all() and len(per_role) in ((0,) if complete == 0 else (11, 12))
+            assert (per_role == complete).all() and len(per_role) in ((0,) if complete == 0 else (15, 16))
         if complete < RetuneSettings().drift_min_windows:
             assert isinstance(retune_sensor(), SkipReason)  # too little forward evidence yet
     assert quiet_steps >= 2  # steps that completed no window added nothing
@@ -107,14 +109,14 @@ def test_a_daily_feed_grows_the_scorecard_and_drift_asks_for_a_retune(tmp_path, 
     assert requests[0].tags["retune_trigger"] == "forward evidence"
     assert "forward windows" in requests[0].tags["retune_reason"] and "vs persistence" in requests[0].tags["retune_reason"]
     report = store.read_report("SHIFT").query("current")
-    assert set(report["kind"]) == {"toto", "kronos", "best"}
+    assert set(report["kind"]) == {"toto", "toto2", "kronos", "best"}
     assert (report["forward_windows"] == FEED_BARS // H).all()
 
     assert materialize(metrics_assets(), instance=instance, resources=resources).success  # dbt reads the scorecard
     with duckdb.connect(str(tmp_path / "st" / "metrics.duckdb"), read_only=True) as con:
         marts = con.execute("select symbol, count(*), min(forward_windows), bool_and(days_since_selection >= 0) "
                             "from forward_report where current group by symbol order by symbol").fetchall()
-    assert marts == [("CALM", 3, FEED_BARS // H, True), ("SHIFT", 3, FEED_BARS // H, True)]
+    assert marts == [("CALM", 4, FEED_BARS // H, True), ("SHIFT", 4, FEED_BARS // H, True)]
 
     monkeypatch.setenv("HPO_STORAGE_DIR", str(tmp_path / "st"))  # `hpo forward` prints the same report
     capsys.readouterr()

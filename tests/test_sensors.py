@@ -65,12 +65,13 @@ def test_stale_config_sensor(tmp_path, dagster_home, random_checkpoints):
     from forecast_core.store import Storage
     from hpo_assets.sensors import stale_config_sensor
     from resources import RetuneSettings, StorageResource
-    from resources.models import KronosRuntime, TotoRuntime
+    from resources.models import KronosRuntime, Toto2Runtime, TotoRuntime
 
     instance = DagsterInstance.get()
     instance.add_dynamic_partitions("symbols", ["AAA"])
     storage = StorageResource(root=str(tmp_path / "st"), hyperparams_dir=str(tmp_path / "hp"))
     resources = {"storage": storage, "toto": TotoRuntime(source=str(random_checkpoints["toto"])),
+                 "toto2": Toto2Runtime(checkpoints=[str(random_checkpoints["toto2"])]),
                  "kronos": KronosRuntime(source=str(random_checkpoints["kronos"]),
                                          tokenizer_source=str(random_checkpoints["kronos_tokenizer"])),
                  "retune": RetuneSettings(after_new_bars=RETUNE_AFTER_BARS)}
@@ -85,9 +86,10 @@ def test_stale_config_sensor(tmp_path, dagster_home, random_checkpoints):
     assert [r.partition_key for r in missing] == ["AAA"] and "no such config file" in missing[0].tags["retune_reason"]
 
     revisions = {"toto": checkpoint_revision(random_checkpoints["toto"]),
+                 "toto2": f"{random_checkpoints['toto2']}@{checkpoint_revision(random_checkpoints['toto2'])}",
                  "kronos": f"{checkpoint_revision(random_checkpoints['kronos'])}+"
                            f"{checkpoint_revision(random_checkpoints['kronos_tokenizer'])}"}
-    for model in ("toto", "kronos"):
+    for model in ("toto", "toto2", "kronos"):
         document = _document(model, prices["timestamp"].iloc[-1].date().isoformat(), revisions[model])
         (tmp_path / "hp" / model).mkdir(parents=True, exist_ok=True)
         (tmp_path / "hp" / model / "AAA.json").write_text(json.dumps(document))
@@ -105,9 +107,11 @@ def test_stale_config_sensor(tmp_path, dagster_home, random_checkpoints):
 
 
 def _document(model: str, data_end: str, revision: str) -> dict:
-    knobs = ({"num_samples": 256, "aggregate": "median", "samples_per_batch": 256} if model == "toto" else
-             {"temperature": 1.0, "top_p": 0.9, "top_k": 0, "sample_count": 1, "max_context": 512, "clip": 5.0,
-              "aggregate": "mean"})
+    knobs = {"toto": {"num_samples": 256, "aggregate": "median", "samples_per_batch": 256},
+             "toto2": {"checkpoint": "x", "context_length": 0, "decode_block_size": 0, "variates": "close",
+                       "aggregate": "median"},
+             "kronos": {"temperature": 1.0, "top_p": 0.9, "top_k": 0, "sample_count": 1, "max_context": 512,
+                        "clip": 5.0, "aggregate": "mean"}}[model]
     scores = {"mae_pct": 5.0, "windows": 3}
     return {"symbol": "AAA", "model": model, "config": {"name": f"{model}-default", **knobs},
             "validation": scores, "test": scores,

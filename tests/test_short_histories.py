@@ -27,7 +27,7 @@ from hpo_assets.lib import register_symbols
 from hpo_assets.metrics import metrics_assets
 from hpo_assets.prices import price_history
 from hpo_assets.selection import selected_configs
-from hpo_assets.sweeps import baseline_sweep, kronos_sweep, toto_sweep
+from hpo_assets.sweeps import baseline_sweep, kronos_sweep, toto2_sweep, toto_sweep
 from resources import PriceSourceResource
 from tests.dagster_helpers import make_resources
 from tests.synthetic import make_prices
@@ -35,7 +35,7 @@ from tests.test_tuning_e2e import SMALL_SWEEPS
 
 pytestmark = pytest.mark.slow
 DEFAULT_LAYOUT = {"horizon": 64, "n_val": 8, "n_test": 8, "context": 512}  # needs 1536 bars
-SWEEPS = [price_history, baseline_sweep, toto_sweep, kronos_sweep]
+SWEEPS = [price_history, baseline_sweep, toto_sweep, toto2_sweep, kronos_sweep]
 HPO = str(Path(sys.executable).parent / "hpo")
 
 
@@ -89,8 +89,8 @@ def test_short_and_gappy_histories_get_an_answer(tmp_path, random_checkpoints, d
         assert materialize([selected_configs], partition_key=symbol, instance=instance, resources=resources).success
 
     root = tmp_path / "st" / "hyperparams"
-    documents = {s: {m: read_config(root / m / f"{s}.json", m) for m in ("toto", "kronos")} for s in symbols}
-    defaults = default_trials()
+    documents = {s: {m: read_config(root / m / f"{s}.json", m) for m in ("toto", "toto2", "kronos")} for s in symbols}
+    defaults = default_trials(str(random_checkpoints["toto2"]))
     for symbol, bars in (("NEWA", 196), ("NEWB", 254)):  # too short to tune: defaults kept, and why
         for model, document in documents[symbol].items():
             windows, selection = document["windows"], document["metadata"]["selection"]
@@ -141,11 +141,12 @@ def test_a_history_too_short_for_any_window_still_writes_the_defaults(tmp_path, 
     assert meta["trials_computed"].value == 0 and not meta["tunable"].value
     assert materialize(metrics_assets(), instance=instance, resources=resources).success
     assert materialize([selected_configs], partition_key="TINY", instance=instance, resources=resources).success
-    for model in ("toto", "kronos"):
+    defaults = default_trials(str(random_checkpoints["toto2"]))
+    for model in ("toto", "toto2", "kronos"):
         document = read_config(tmp_path / "st" / "hyperparams" / model / "TINY.json", model)
         assert document["metadata"]["selection"]["reason"] == (
             "insufficient history: 90 bars, tuning needs 272; too short for any comparison window (needs 128)")
-        assert document["test"]["windows"] == 0 and document["config"]["name"] == default_trials()[model].name
+        assert document["test"]["windows"] == 0 and document["config"]["name"] == defaults[model].name
 
 
 def test_compare_prints_a_table_and_the_layout_for_short_and_long_symbols(tmp_path):
@@ -163,7 +164,7 @@ def test_compare_prints_a_table_and_the_layout_for_short_and_long_symbols(tmp_pa
     assert "layout: 254 bars, 0 validation + 2 test windows" in short and "insufficient history" in short
     assert "layout: 1600 bars, 8 validation + 8 test windows" in long and "requested layout" in long
     for table in (short, long):
-        assert "persistence" in table and "toto[" in table and "kronos[" in table
+        assert "persistence" in table and "toto[" in table and "toto2[" in table and "kronos[" in table
 
 
 @pytest.mark.parametrize("ratio", [Fraction(2), Fraction(1, 10)])  # a 2:1 split and a 1:10 reverse split

@@ -16,7 +16,7 @@ from forecast_core.forecasters import BATCH_RTOL, ContextBatch
 from forecast_core.toto2 import (
     OHLCV, QUANTILE_LEVELS, Toto2Config, Toto2ConfigError, Toto2Forecaster, Toto2Model, load_toto2, save_toto2,
 )
-from forecast_core.toto2.model import causal_patch_scaler, residual_tau
+from forecast_core.toto2.model import MEDIAN, causal_patch_scaler, residual_tau
 from forecast_core.windows import WindowSpec, build_windows
 from tests.leakage import assert_no_leakage
 from tests.synthetic import make_prices
@@ -180,6 +180,54 @@ def test_block_covering_the_horizon_is_the_single_pass(model, windows):
     level = np.abs(windows.batch.column("close")).max(axis=1)[:, None, None]
     assert (np.abs(blocked[:, :, :8] - single[:, :, :8]) <= BATCH_RTOL * level).all()
     assert not np.allclose(blocked[:, :, 8:], single[:, :, 8:])  # later blocks see the fed-back median
+
+
+def _rerun_forecast(model: Toto2Model, context: torch.Tensor, horizon: int, block_patches: int) -> torch.Tensor:
+    """Block decoding the long way (no cache, no skipped patches): each block re-runs the whole causal
+    sequence, context + fed-back medians + the block's empty patches, and reads its outputs."""
+    p = model.config.patch_size
+    batch, variates, length = context.shape
+    patches = -(-horizon // p)
+    values = torch.cat([context, context.new_zeros(batch, variates, patches * p)], dim=-1)
+    observed = torch.zeros_like(values, dtype=torch.bool)
+    observed[..., :length] = True
+    blocks = []
+    with torch.no_grad():
+        for done in range(0, patches, block_patches):
+            step = min(block_patches, patches - done)
+            start, end = length + done * p, length + (done + step) * p
+            loc, scale = causal_patch_scaler(values[..., :end], observed[..., :end], p)
+            hidden = model.hidden(values[..., :end], observed[..., :end], loc, scale)[..., -(step + 1):-1, :]
+            squashed = model.output_head.param_projection(hidden).movedim(-1, 0)
+            shape = (batch, variates, step, p)
+            real = squashed.sinh() * scale[..., start:end].reshape(shape) + loc[..., start:end].reshape(shape)
+            real = real.sort(dim=0).values
+            blocks.append(real)
+            values[..., start:end] = real[MEDIAN].flatten(-2)
+            observed[..., start:end] = True
+    return torch.cat(blocks, dim=-2).flatten(-2)[..., :horizon]
+
+
+@pytest.mark.parametrize("variate_first", [False, True])
+@pytest.mark.parametrize("variates", [1, 3])
+def test_cached_decoding_equals_rerunning_the_whole_sequence(variate_first, variates):
+    """The key/value cache, the unfed last patch and the output-only last layers change no number."""
+    config = Toto2Config(**{**SMALL.to_dict(), "variate_layer_first": variate_first})
+    torch.manual_seed(1)
+    model = Toto2Model(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 1.0 if p.dim() > 1 else 0.3)
+    g = torch.Generator().manual_seed(2)
+    context = 100.0 + torch.randn(2, variates, 5 * config.patch_size, generator=g).cumsum(-1)
+    horizon = 4 * config.patch_size - 5  # 4 patches, the last one partial
+    level = context.abs().amax(-1)[None, :, :, None]
+    for block_patches in (1, 2, 3, 4):  # 4: one block, the single pass
+        got = model.forecast(context, horizon, decode_block_size=block_patches * config.patch_size, quantile_cap_k=0.0)
+        expected = _rerun_forecast(model, context, horizon, block_patches)
+        assert float(((got - expected).abs() / level).max()) <= 1e-6
+    single = model.forecast(context, horizon, quantile_cap_k=0.0)
+    assert float(((single - _rerun_forecast(model, context, horizon, 4)).abs() / level).max()) <= 1e-6
 
 
 def test_sub_unit_prices_are_lifted_exactly(model, windows):

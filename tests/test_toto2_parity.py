@@ -52,16 +52,17 @@ def relative_gap(ours: torch.Tensor, theirs: torch.Tensor, context: torch.Tensor
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 @pytest.mark.parametrize("block_patches", [None, 1, 2])
-def test_quantiles_match_upstream(name, block_patches):
+@pytest.mark.parametrize("variates", [1, 2])
+def test_quantiles_match_upstream(name, block_patches, variates):
     config = CONFIGS[name]
     ours = random_model(config)
     theirs = upstream_toto2.upstream_twin(ours)
-    context = prices(3, 2, 6 * config.patch_size)  # 2 variates: the variate layers really mix
+    context = prices(3, variates, 6 * config.patch_size)  # 2 variates: the variate layers really mix
     horizon = 5 * config.patch_size - 3  # a partial last patch
     block = None if block_patches is None else block_patches * config.patch_size
     got = ours.forecast(context, horizon, decode_block_size=block, quantile_cap_k=0.0)
     expected = upstream_toto2.upstream_forecast(theirs, context, horizon, decode_block_size=block)
-    assert got.shape == expected.shape == (9, 3, 2, horizon)
+    assert got.shape == expected.shape == (9, 3, variates, horizon)
     assert relative_gap(got, expected, context) <= BATCH_RTOL
     # a different model moves the quantiles far more than that: the comparison has teeth
     other = random_model(config, seed=1).forecast(context, horizon, decode_block_size=block, quantile_cap_k=0.0)

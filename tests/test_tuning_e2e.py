@@ -12,13 +12,15 @@ from hpo_assets.lib import register_symbols
 from hpo_assets.metrics import metrics_assets
 from hpo_assets.prices import price_history
 from hpo_assets.selection import selected_configs
-from hpo_assets.sweeps import baseline_sweep, kronos_sweep, toto_sweep
+from hpo_assets.sweeps import baseline_sweep, kronos_sweep, toto2_sweep, toto_sweep
 from resources.models import KronosRuntime
 from tests.dagster_helpers import make_resources
 
 pytestmark = pytest.mark.slow
 SMALL_SWEEPS = {"ops": {
     "toto_sweep": {"config": {"sample_counts": [16, 64], "aggregations": ["mean", "median", "trimmed_mean_10"]}},
+    "toto2_sweep": {"config": {"context_lengths": [0, 16], "decode_block_sizes": [0, 8], "variates": ["close", "ohlc"],
+                               "aggregations": ["median", "mean"]}},
     "kronos_sweep": {"config": {"presets": ["balanced"], "sample_counts": [4], "aggregations": ["mean", "median"],
                                 "search_budget": 3, "search_sample_count": 4, "max_sample_count": 4}},
 }}
@@ -45,14 +47,15 @@ def test_tune_select_resume_and_never_read_test(tmp_path, csv_dir, random_checkp
     resources["kronos"] = KronosRuntime(source=str(random_checkpoints["kronos"]), device="cpu",
                                         tokenizer_source=str(random_checkpoints["kronos_tokenizer"]),
                                         pretraining_cutoff="2100-01-01")
-    sweeps = [price_history, baseline_sweep, toto_sweep, kronos_sweep]
+    sweeps = [price_history, baseline_sweep, toto_sweep, toto2_sweep, kronos_sweep]
     for symbol in SYMBOLS:
         first = materialize(sweeps, partition_key=symbol, instance=instance, resources=resources,
                             run_config=SMALL_SWEEPS)
         assert first.success
-        # toto: 2 counts x 3 aggregations + default + 3 guide presets; kronos: default (1 mean, 4 x 2
-        # aggregations), one preset and one TPE promotion, each 4 samples x 2 aggregations (capped)
-        assert (_computed(first, "toto_sweep"), _computed(first, "kronos_sweep")) == (10, 7)
+        # toto: 2 counts x 3 aggregations + default + 3 guide presets; toto2: 2 contexts x 2 decodings x
+        # 2 variates, each pass scoring 2 point rules; kronos: default (1 mean, 4 x 2 aggregations), one
+        # preset and one TPE promotion, each 4 samples x 2 aggregations (capped)
+        assert [_computed(first, a) for a in ("toto_sweep", "toto2_sweep", "kronos_sweep")] == [10, 16, 7]
     assert materialize(metrics_assets(), instance=instance, resources=resources).success
     for symbol in SYMBOLS:
         assert materialize([selected_configs], partition_key=symbol, instance=instance, resources=resources).success
@@ -60,14 +63,16 @@ def test_tune_select_resume_and_never_read_test(tmp_path, csv_dir, random_checkp
     root = tmp_path / "st" / "hyperparams"
     for symbol in SYMBOLS:
         best = read_config(root / "best" / f"{symbol}.json", "best")
-        for model in ("toto", "kronos"):
+        for model in ("toto", "toto2", "kronos"):
             document = read_config(root / model / f"{symbol}.json", model)  # validates against the schema
             assert document["symbol"] == symbol and document["windows"]["forecast_horizon"] == 16
             assert document["validation"]["windows"] == 3 and document["test"]["windows"] == 2
             assert document["metadata"]["selection"]["test"]  # names the test run (or why none was)
-        toto, kronos = (read_config(root / m / f"{symbol}.json", m)["metadata"] for m in ("toto", "kronos"))
-        assert toto["pretraining"]["test_windows_out_of_sample"] is None  # random weights: unknown, and said so
-        assert toto["pretraining"]["statement"].startswith("unknown pretraining cutoff for ")
+        toto, toto2, kronos = (read_config(root / m / f"{symbol}.json", m)["metadata"] for m in ("toto", "toto2", "kronos"))
+        for random_weights in (toto, toto2):  # unknown cutoffs, and said so
+            assert random_weights["pretraining"]["test_windows_out_of_sample"] is None
+            assert random_weights["pretraining"]["statement"].startswith("unknown pretraining cutoff for ")
+        assert toto2["model_id"] == str(random_checkpoints["toto2"])  # the checkpoint the config chose
         assert kronos["pretraining"]["test_windows_out_of_sample"] == 0
         assert kronos["pretraining"]["statement"].startswith("every test window (2) is inside the pretraining period")
         assert all(set(by_metric) == {"all"} for by_metric in
@@ -80,7 +85,7 @@ def test_tune_select_resume_and_never_read_test(tmp_path, csv_dir, random_checkp
     # Re-materialising skips every stored trial.
     again = materialize(sweeps, partition_key="AAA", instance=instance, resources=resources, run_config=SMALL_SWEEPS)
     assert again.success
-    assert [_computed(again, a) for a in ("baseline_sweep", "toto_sweep", "kronos_sweep")] == [0, 0, 0]
+    assert [_computed(again, a) for a in ("baseline_sweep", "toto_sweep", "toto2_sweep", "kronos_sweep")] == [0] * 4
 
     # Perturbing every test metric changes the test report but not a single selection.
     db = tmp_path / "st" / "metrics.duckdb"

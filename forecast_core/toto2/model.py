@@ -25,10 +25,17 @@ Single pass (``decode_block_size=None``): append that many empty (unobserved) pa
 run once; the output at the last context patch and at each empty patch but the last predicts the next
 patch. Block decoding (a multiple of ``patch_size``): predict ``decode_block_size / patch_size``
 patches that way, write their median into the series as observed values, rescale, and predict the
-next block, until the horizon is covered. Upstream keeps a key/value cache between blocks; this file
-re-runs the whole (causal) sequence for each block: the cache only saves work and positions are
-absolute, so the numbers are the same up to float rounding (measured <= 2e-7 of the price level),
-and the code stays short. Deterministic: no sampling.
+next block, until the horizon is covered. Deterministic: no sampling.
+
+Work skipped, none of it changing a result beyond float rounding (``tests/test_toto2_model.py``
+compares against re-running the whole sequence per block): the last empty patch is never fed (no
+output needs it, and causal attention hides it from the others); from the last time-wise layer on,
+only the positions whose outputs are read are computed; a variate layer over a single variate is its
+value projection (softmax over one key is 1). Block decoding keeps, as upstream does, a key/value
+cache of the time-wise layers (``KVCache``): each block feeds only the previous block's patches, now
+observed, and its own empty ones. That is exact because the scaler is causal and rotary positions are
+absolute: an observed patch's inputs, keys and values are the same in every later block. u-muP gains
+and residual mixes ride on the GEMMs' alpha/beta (``ScaledLinear``).
 
 Not supported (refused when the config asks for it): ``use_xpos`` (xPos key/query scaling, whose
 cached keys upstream depend on the block layout), ``num_output_patches != 1`` (upstream's decoder
@@ -156,9 +163,9 @@ class Toto2Config:
 
 
 def rms_normalise(x: torch.Tensor, eps: float, weight: torch.Tensor | None = None) -> torch.Tensor:
-    """``x / sqrt(mean(x^2) + eps)`` over the last axis (the mean taken in float32), times ``weight``."""
-    rms = (x.float().square().mean(-1, keepdim=True) + eps).sqrt().to(x.dtype)
-    out = x / rms
+    """``x / sqrt(mean(x^2) + eps)`` over the last axis (accumulated in float32), times ``weight``."""
+    norm = torch.linalg.vector_norm(x.float(), dim=-1, keepdim=True)  # no x^2 temporary
+    out = x / (norm.square() / x.shape[-1] + eps).sqrt().to(x.dtype)
     return out * weight if weight is not None else out
 
 
@@ -173,20 +180,36 @@ class Norm(nn.Module):
 
 
 class ScaledLinear(nn.Linear):
-    """``nn.Linear`` whose output is multiplied by ``fan_in ** -power`` (u-muP: 0.5, readouts 1)."""
+    """``nn.Linear`` whose output is multiplied by ``fan_in ** -power`` (u-muP: 0.5, readouts 1).
+
+    ``skip``: return the u-muP residual mix ``(tau * output + skip) / sqrt(1 + tau^2)`` instead, written
+    into ``skip`` when autograd is off (no fresh buffer to fault in). Gain and mix ride on the GEMM's
+    alpha/beta, so neither costs a pass over the output. ``outputs``: only those output features.
+    """
 
     def __init__(self, fan_in: int, fan_out: int, bias: bool, power: float = 0.5):
         super().__init__(fan_in, fan_out, bias=bias)
         self.gain = 1.0 / fan_in ** power
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.gain * F.linear(x, self.weight, self.bias)
-
-
-def mix_residual(branch: torch.Tensor, skip: torch.Tensor, tau) -> torch.Tensor:
-    """u-muP residual: ``(tau * branch + skip) / sqrt(1 + tau^2)`` (tau may be a 0-d tensor)."""
-    norm = (1 + tau**2) ** 0.5
-    return (tau / norm) * branch + (1 / norm) * skip
+    def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None, tau: float = 1.0,
+                outputs: slice = slice(None)) -> torch.Tensor:
+        weight = self.weight[outputs]
+        bias = self.bias[outputs] if self.bias is not None else None
+        flat = x.reshape(-1, x.shape[-1])
+        if skip is None:
+            base, beta = (bias, self.gain) if bias is not None else (flat.new_zeros(()), 0.0)
+            out = torch.addmm(base, flat, weight.t(), beta=beta, alpha=self.gain)
+        else:
+            norm = (1 + tau**2) ** 0.5
+            alpha = self.gain * tau / norm
+            skip = skip.reshape(-1, weight.shape[0])
+            if torch.is_grad_enabled():
+                out = torch.addmm(skip, flat, weight.t(), beta=1 / norm, alpha=alpha)
+            else:
+                out = skip.addmm_(flat, weight.t(), beta=1 / norm, alpha=alpha)
+            if bias is not None:
+                out.add_(bias, alpha=alpha)
+        return out.view(*x.shape[:-1], weight.shape[0])
 
 
 def residual_tau(index: int, depth: int, mult: float, attn_ratio: float) -> float:
@@ -216,8 +239,8 @@ class ResidualMLP(nn.Module):
         self.skip_proj = ScaledLinear(fan_in, fan_out, bias=True, power=power)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        hidden = SILU_SCALE * F.silu(self.linear1(x))
-        return mix_residual(self.linear2(hidden), self.skip_proj(x), 1.0)
+        hidden = F.silu(self.linear1(x), inplace=not torch.is_grad_enabled()).mul_(SILU_SCALE)
+        return self.linear2(hidden, skip=self.skip_proj(x), tau=1.0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -236,16 +259,42 @@ class Rotary(nn.Module):
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: ``[..., seq, head_dim]`` with positions ``0 .. seq-1``."""
-        seq = x.shape[-2]
-        if seq > ROPE_MAX_POSITIONS:
-            raise ValueError(f"Toto 2.0: {seq} patches exceed the {ROPE_MAX_POSITIONS} rotary positions")
+    def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """``x``: ``[rows, seq, heads, head_dim]`` at positions ``start .. start+seq-1`` (absolute patches)."""
+        end = start + x.shape[1]
+        if end > ROPE_MAX_POSITIONS:
+            raise ValueError(f"Toto 2.0: {end} patches exceed the {ROPE_MAX_POSITIONS} rotary positions")
         rotated, rest = x[..., : self.width], x[..., self.width:]
         even, odd = rotated[..., 0::2], rotated[..., 1::2]
         turned = torch.stack([-odd, even], dim=-1).flatten(-2)  # (a, b) -> (-b, a) per pair
-        cos, sin = self.cos[:seq].to(x.dtype), self.sin[:seq].to(x.dtype)
-        return torch.cat([cos * rotated + sin * turned, rest], dim=-1)
+        cos, sin = self.cos[start:end, None].to(x.dtype), self.sin[start:end, None].to(x.dtype)
+        return torch.cat([torch.addcmul(cos * rotated, sin, turned), rest], dim=-1)
+
+
+class KVCache:
+    """Keys and values of the patches fed so far, per time-wise attention layer (block decoding).
+
+    Patches ``[0, length)`` are kept. A forward pass writes its patches' keys/values after them and
+    attends to everything up to its own; ``commit(n)`` then keeps its first ``n`` patches (the
+    observed ones), and the rest (empty patches being forecast) are overwritten by the next pass.
+    Positions are absolute and the scaler is causal, so a kept patch's keys/values never change.
+    """
+
+    def __init__(self, capacity: int):
+        self.capacity, self.length, self.store = capacity, 0, {}
+
+    def extend(self, layer: nn.Module, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``k``, ``v``: ``[rows, groups, new, dim]`` -> keys/values of patches ``0 .. length+new-1``."""
+        end = self.length + k.shape[-2]
+        if layer not in self.store:
+            self.store[layer] = tuple(t.new_empty(*t.shape[:-2], self.capacity, t.shape[-1]) for t in (k, v))
+        keys, values = self.store[layer]
+        keys[..., self.length:end, :] = k
+        values[..., self.length:end, :] = v
+        return keys[..., :end, :], values[..., :end, :]
+
+    def commit(self, patches: int) -> None:
+        self.length += patches
 
 
 class Attention(nn.Module):
@@ -265,22 +314,46 @@ class Attention(nn.Module):
             self._pds = PerDimScale(c.qk_dim)
         self.rotary = Rotary(int(c.qk_dim * ROPE_FRACTION)) if along_time else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: ``[rows, seq, d_model]``; attends along ``seq``."""
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, queries: int | None = None) -> torch.Tensor:
+        """``x``: ``[rows, seq, d_model]``; attends along ``seq`` (after ``cache``'s patches, if any).
+
+        Returns the heads before ``out_proj``, ``[rows, queries or seq, heads * v_dim]``; ``queries``
+        keeps only the last positions (their keys/values still come from every position).
+        """
         c = self.config
-        q, k, v = self.in_proj(x).split(self.sizes, dim=-1)
-        q = q.unflatten(-1, (c.num_heads, c.qk_dim)).transpose(1, 2)  # [rows, heads, seq, dim]
-        k = k.unflatten(-1, (c.num_groups, c.qk_dim)).transpose(1, 2)
-        v = v.unflatten(-1, (c.num_groups, c.v_dim)).transpose(1, 2)
-        if c.qk_norm:
-            q, k = self.q_norm(q), self.k_norm(k)
+        heads, qk_size = c.num_heads, self.sizes[0] + self.sizes[1]
+        qkv = self.in_proj(x)
+        qk = qkv[..., :qk_size].unflatten(-1, (heads + c.num_groups, c.qk_dim))  # [rows, seq, heads + groups, dim]
+        v = qkv[..., qk_size:].unflatten(-1, (c.num_groups, c.v_dim))
+        if c.qk_norm and c.qk_norm_include_weight:
+            qk = torch.cat([self.q_norm(qk[..., :heads, :]), self.k_norm(qk[..., heads:, :])], dim=-2)
+        elif c.qk_norm:  # queries and keys in one call
+            qk = rms_normalise(qk, c.norm_eps)
         if c.per_dim_scale:
-            q = self._pds(q)
+            qk = torch.cat([self._pds(qk[..., :heads, :]), qk[..., heads:, :]], dim=-2)
         if self.rotary is not None:
-            q, k = self.rotary(q), self.rotary(k)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=self.along_time, scale=1.0 / c.qk_dim,
-                                           enable_gqa=c.num_groups != c.num_heads)
-        return self.out_proj(y.transpose(1, 2).flatten(-2))
+            qk = self.rotary(qk, cache.length if cache is not None else 0)
+        q, k = qk[..., :heads, :], qk[..., heads:, :]
+        if queries is not None:  # an output layer needs the last few positions only
+            q = q[:, -queries:]
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [rows, heads, seq, dim]
+        if cache is not None:
+            k, v = cache.extend(self, k, v)
+        q_len, kv_len = q.shape[-2], k.shape[-2]
+        mask = None
+        if self.along_time and q_len != kv_len:  # queries are the last positions (SDPA's is_causal aligns top-left)
+            mask = torch.ones(q_len, kv_len, dtype=torch.bool, device=x.device).tril(kv_len - q_len)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=self.along_time and mask is None,
+                                           scale=1.0 / c.qk_dim, enable_gqa=c.num_groups != c.num_heads)
+        return y.transpose(1, 2).flatten(-2)
+
+    def single_key(self, x: torch.Tensor) -> torch.Tensor:
+        """Attention over one key (a lone variate): softmax weight 1, so each head returns its group's value."""
+        c = self.config
+        v = self.in_proj(x, outputs=slice(sum(self.sizes[:2]), None))
+        if c.num_groups == c.num_heads:
+            return v
+        return v.unflatten(-1, (c.num_groups, c.v_dim)).repeat_interleave(c.heads_per_group, dim=-2).flatten(-2)
 
 
 class PerDimScale(nn.Module):
@@ -295,16 +368,18 @@ class PerDimScale(nn.Module):
 
 
 class GatedMLP(nn.Module):
-    """SwiGLU: the first half of ``fc1`` gates SiLU of the second half."""
+    """SwiGLU: the first half of ``fc1`` gates SiLU of the second half; ``skip``/``tau`` as ``ScaledLinear``."""
 
     def __init__(self, config: Toto2Config):
         super().__init__()
         self.fc1 = ScaledLinear(config.d_model, 2 * config.d_ff, bias=config.mlp_bias)
         self.fc2 = ScaledLinear(config.d_ff, config.d_model, bias=config.mlp_bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None, tau: float = 1.0) -> torch.Tensor:
         gate, value = self.fc1(x).chunk(2, dim=-1)
-        return self.fc2(gate * F.silu(value))
+        if torch.is_grad_enabled():
+            return self.fc2(gate * F.silu(value), skip=skip, tau=tau)
+        return self.fc2(gate.mul_(F.silu(value, inplace=True)), skip=skip, tau=tau)  # in fc1's buffer
 
 
 class Layer(nn.Module):
@@ -319,17 +394,22 @@ class Layer(nn.Module):
         self.register_buffer("attn_tau", torch.tensor(residual_tau(2 * index, depth, mult, ratio)))
         self.register_buffer("mlp_tau", torch.tensor(residual_tau(2 * index + 1, depth, mult, ratio)))
 
-    def forward(self, x: torch.Tensor, variates: int) -> torch.Tensor:
-        """``x``: ``[batch * variates, seq, d_model]``."""
+    def forward(self, x: torch.Tensor, variates: int, taus: tuple[float, float], cache: KVCache | None = None,
+                queries: int | None = None) -> torch.Tensor:
+        """``x``: ``[batch * variates, seq, d_model]``; ``taus``: this layer's ``(attn_tau, mlp_tau)``;
+        ``cache``/``queries``: see ``Attention`` (time layers only)."""
         h = self.norm1(x)
         if self.attn.along_time:
-            h = self.attn(h)
+            h = self.attn(h, cache, queries)
+            x = x if queries is None else x[:, -queries:]
+        elif variates == 1 and not torch.is_grad_enabled():  # training keeps the q/k weights in the graph
+            h = self.attn.single_key(h)
         else:  # attend across the variates of each (batch, patch)
             rows, seq, dim = h.shape
             across = h.unflatten(0, (rows // variates, variates)).transpose(1, 2).flatten(0, 1)
             h = self.attn(across).unflatten(0, (rows // variates, seq)).transpose(1, 2).flatten(0, 1)
-        x = mix_residual(h, x, self.attn_tau)
-        return mix_residual(self.ffn(self.norm2(x)), x, self.mlp_tau)
+        x = self.attn.out_proj(h, skip=x, tau=taus[0])
+        return self.ffn(self.norm2(x), skip=x, tau=taus[1])
 
 
 class Transformer(nn.Module):
@@ -337,13 +417,22 @@ class Transformer(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList(Layer(config, i) for i in range(config.num_layers))
         self.out_norm = Norm(config.d_model, config.norm_eps, config.norm_include_weight)
+        self.last_time_layer = max((i for i in range(config.num_layers) if not config.is_variate_layer(i)),
+                                   default=-1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: ``[batch, variates, seq, d_model]`` -> same shape."""
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, queries: int | None = None) -> torch.Tensor:
+        """``x``: ``[batch, variates, seq, d_model]`` -> same shape, or only the last ``queries`` patches.
+
+        Only the time layers mix positions, so from the last one on just those rows are computed.
+        """
         batch, variates = x.shape[:2]
         h = x.flatten(0, 1)
-        for layer in self.layers:
-            h = layer(h, variates)
+        if queries is not None and self.last_time_layer < 0:
+            h = h[:, -queries:]
+        # The residual taus as floats for the GEMMs' alpha/beta, read in one go (one device sync).
+        taus = torch.stack([torch.stack([layer.attn_tau, layer.mlp_tau]) for layer in self.layers]).tolist()
+        for i, layer in enumerate(self.layers):
+            h = layer(h, variates, taus[i], cache, queries if i == self.last_time_layer else None)
         return self.out_norm(h).unflatten(0, (batch, variates))
 
 
@@ -406,14 +495,17 @@ class Toto2Model(nn.Module):
     def device(self) -> torch.device:
         return self.patch_proj.linear1.weight.device
 
-    def hidden(self, values: torch.Tensor, observed: torch.Tensor, loc: torch.Tensor,
-               scale: torch.Tensor) -> torch.Tensor:
-        """``[batch, variates, time]`` -> ``[batch, variates, patches, d_model]`` after the last norm."""
+    def hidden(self, values: torch.Tensor, observed: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor,
+               cache: KVCache | None = None, queries: int | None = None) -> torch.Tensor:
+        """``[batch, variates, time]`` -> ``[batch, variates, patches, d_model]`` after the last norm.
+
+        ``cache``: these patches follow the cached ones; ``queries``: return only the last that many.
+        """
         p = self.config.patch_size
         squashed = torch.where(observed, (values - loc) / scale, torch.zeros_like(values)).asinh()
         missing = (~observed).to(values.dtype)
         patches = torch.cat([squashed.unflatten(-1, (-1, p)), missing.unflatten(-1, (-1, p))], dim=-1)
-        return self.transformer(self.patch_proj(patches))
+        return self.transformer(self.patch_proj(patches), cache, queries)
 
     @torch.no_grad()
     def forecast(self, context: torch.Tensor, horizon: int, decode_block_size: int | None = None,
@@ -443,6 +535,7 @@ class Toto2Model(nn.Module):
         values = torch.cat([context, context.new_zeros(batch, variates, patches * p)], dim=-1)
         observed = torch.zeros_like(values, dtype=torch.bool)
         observed[..., :length] = True
+        cache = KVCache(length // p + patches) if block < patches else None
         out = context.new_empty(len(QUANTILE_LEVELS), batch, variates, patches, p)
         low = high = None
         done = 0
@@ -454,8 +547,15 @@ class Toto2Model(nn.Module):
                 margin = quantile_cap_k * scale[..., length - 1: length]
                 low = (context.amin(-1, keepdim=True) - margin)[..., None]
                 high = (context.amax(-1, keepdim=True) + margin)[..., None]
-            hidden = self.hidden(values[..., :end], observed[..., :end], loc, scale)
-            squashed = self.output_head.param_projection(hidden[..., -(step + 1):-1, :]).movedim(-1, 0)
+            # Feed the patches not yet cached up to the block's last one, which no output needs (the
+            # output at a patch predicts the next); the last ``step`` outputs predict the block.
+            fed = cache.length if cache is not None else 0
+            span = slice(fed * p, end - p)
+            hidden = self.hidden(values[..., span], observed[..., span], loc[..., span], scale[..., span],
+                                 cache, queries=step)
+            if cache is not None:
+                cache.commit(start // p - fed)  # the observed ones: context, or the previous block
+            squashed = self.output_head.param_projection(hidden).movedim(-1, 0)
             shape = (batch, variates, step, p)
             real = squashed.sinh() * scale[..., start:end].reshape(shape) + loc[..., start:end].reshape(shape)
             real = _replace_infinities(real)

@@ -1,5 +1,5 @@
 -- depends_on: {{ source('forward', 'report') }}
--- Per symbol and stored config file (toto, kronos, best), each scorecard: the forward windows after its
+-- Per symbol and stored config file (toto, toto2, kronos, best), each scorecard: the forward windows after its
 -- selection so far, forward MAE% and CRPS% of the stored config vs persistence, the model's default and
 -- the random walk, the paired block bootstrap interval of the differences (computed with the test
 -- report's machinery in forecast_core/forward.py), windows in a row worse than persistence, and the

@@ -1,5 +1,6 @@
 -- depends_on: {{ source('trials', 'baseline') }}
 -- depends_on: {{ source('trials', 'toto') }}
+-- depends_on: {{ source('trials', 'toto2') }}
 -- depends_on: {{ source('trials', 'kronos') }}
 -- One row per (symbol, model, config, window) of each symbol's current evaluation: the data
 -- version and window layout of the most recently written trial, and per model the most recently
@@ -9,6 +10,8 @@ with all_trials as (
     {{ read_trials('baseline') }}
     union all by name
     {{ read_trials('toto') }}
+    union all by name
+    {{ read_trials('toto2') }}
     union all by name
     {{ read_trials('kronos') }}
 ),
