@@ -86,6 +86,12 @@ def aggregate(paths: np.ndarray, aggregation: str | Aggregation, *, sample_axis:
     return paths.mean(axis=axis) + agg.param * paths.std(axis=axis)
 
 
+def quantile_rule(name: str, levels: tuple[float, ...]) -> str:
+    """``name`` when it is a point rule over quantile ``levels`` (see :func:`quantile_point`), else a ValueError."""
+    quantile_point(np.zeros((1, len(levels))), levels, name, level_axis=1)
+    return parse_aggregation(name).name
+
+
 def quantile_point(quantiles: np.ndarray, levels: tuple[float, ...], aggregation: str | Aggregation, *,
                    level_axis: int) -> np.ndarray:
     """The point forecast a rule picks from a quantile forecast (Toto 2.0's 9 levels), not from samples.

@@ -15,6 +15,7 @@ from typing import Callable, Mapping, Sequence
 
 import pandas as pd
 
+from .aggregate import quantile_rule
 from .backtest import Trial
 from .data import data_version
 from .forecasters import BASELINES
@@ -38,7 +39,7 @@ from .search import (
 from .store import Storage, trial_context
 from .sweep import DrawPlan, SingleDraw, run_sweep
 from .toto import TotoForecaster
-from .toto2 import Toto2Model
+from .toto2 import QUANTILE_LEVELS, Toto2Model
 from .tuning import kronos_plans, kronos_search, toto2_plans, toto_plans
 from .windows import WindowSpec, Windows, build_windows, plan_layout
 
@@ -82,6 +83,8 @@ class Toto2Budget(_RunConfig):
         negative = [n for n in (*self.context_lengths, *self.decode_block_sizes) if n < 0]
         if negative:
             raise ValueError(f"Toto 2.0 context_lengths and decode_block_sizes must be >= 0, got {negative}")
+        for rule in self.aggregations:
+            quantile_rule(rule, QUANTILE_LEVELS)  # a point rule over the quantile levels, else a ValueError
 
     def plans(self, models: Mapping[str, Callable[[], Toto2Model]], context: int, tunable: bool = True):
         """The draws of this budget over ``models`` on windows of ``context`` bars (or the default alone)."""

@@ -9,9 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
-import numpy as np
-
-from .aggregate import parse_aggregation, quantile_point
+from .aggregate import parse_aggregation, quantile_rule
 from .search import TOTO2_VARIATES
 from .toto2.model import QUANTILE_LEVELS
 
@@ -41,9 +39,7 @@ def _aggregate(text: str) -> str:
 
 def _point_rule(text: str) -> str:
     """A Toto 2.0 point rule: one that applies to its quantile levels."""
-    name = parse_aggregation(text).name
-    quantile_point(np.zeros((1, len(QUANTILE_LEVELS))), QUANTILE_LEVELS, name, level_axis=1)  # raises if not
-    return name
+    return quantile_rule(text, QUANTILE_LEVELS)
 
 
 def _choice(options) -> Callable[[str], str]:

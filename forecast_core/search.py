@@ -15,8 +15,10 @@ import math
 from dataclasses import asdict
 from typing import Callable, Sequence
 
+from .aggregate import quantile_rule
 from .backtest import Trial
 from .kronos.forecaster import KronosSamplingConfig
+from .toto2.model import QUANTILE_LEVELS
 
 # -- Toto --------------------------------------------------------------------------------------
 TOTO_SAMPLE_COUNTS = (256, 512, 1024, 2048, 4096, 8192)
@@ -66,6 +68,7 @@ def toto2_trial(checkpoint: str, context_length: int, decode_block_size: int, va
     if context_length < 0 or decode_block_size < 0:
         raise ValueError(f"toto2: context_length ({context_length}) and decode_block_size ({decode_block_size}) "
                          "must be >= 0 (0: all the context / one forward pass)")
+    quantile_rule(aggregate, QUANTILE_LEVELS)  # a point rule over the quantile levels
     knobs = {"checkpoint": checkpoint, "context_length": int(context_length),
              "decode_block_size": int(decode_block_size), "variates": variates, "aggregate": aggregate}
     default = {**TOTO2_DEFAULT, "checkpoint": default_checkpoint or checkpoint}

@@ -141,6 +141,8 @@ def test_budget_refuses_unknown_variates_and_negative_sizes():
         Toto2Budget(variates=("close", "hlc"))
     with pytest.raises(ValueError, match=">= 0"):
         Toto2Budget(context_lengths=(-16,))
+    with pytest.raises(ValueError, match="'trimmed_mean_5' needs sample paths"):
+        Toto2Budget(aggregations=("median", "trimmed_mean_5"))
 
 
 # -- runtime, overrides and files --------------------------------------------------------------------------------
