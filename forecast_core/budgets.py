@@ -19,6 +19,8 @@ from .aggregate import quantile_rule
 from .backtest import Trial
 from .data import data_version
 from .forecasters import BASELINES
+from .knobs import TOTO2_BOUNDS
+from .knobs import problems as knob_problems
 from .kronos.forecaster import KronosForecaster, KronosSamplingConfig
 from .search import (
     KRONOS_AGGREGATIONS,
@@ -80,9 +82,11 @@ class Toto2Budget(_RunConfig):
         unknown = sorted(set(self.variates) - set(TOTO2_VARIATES))
         if unknown:
             raise ValueError(f"unknown Toto 2.0 variates {unknown}; known: {', '.join(TOTO2_VARIATES)}")
-        negative = [n for n in (*self.context_lengths, *self.decode_block_sizes) if n < 0]
-        if negative:
-            raise ValueError(f"Toto 2.0 context_lengths and decode_block_sizes must be >= 0, got {negative}")
+        found = [p for knob, values in (("context_length", self.context_lengths),
+                                        ("decode_block_size", self.decode_block_sizes))
+                 for v in values for p in knob_problems(TOTO2_BOUNDS, {knob: v})]
+        if found:
+            raise ValueError("Toto 2.0 budget: " + "; ".join(found))
         for rule in self.aggregations:
             quantile_rule(rule, QUANTILE_LEVELS)  # a point rule over the quantile levels, else a ValueError
 

@@ -10,27 +10,14 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
 from .aggregate import parse_aggregation, quantile_rule
+from .knobs import BOUNDS
 from .search import TOTO2_VARIATES
 from .toto2.model import QUANTILE_LEVELS
 
 
-def _int(minimum: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        value = int(text)
-        if value < minimum:
-            raise ValueError(f"must be >= {minimum}")
-        return value
-    return parse
-
-
-def _float(low: float, high: float | None = None, low_inclusive: bool = True) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        value = float(text)
-        if value < low or (value == low and not low_inclusive) or (high is not None and value > high):
-            bound = f"{'[' if low_inclusive else '('}{low}, {high if high is not None else 'inf'}]"
-            raise ValueError(f"must be in {bound}")
-        return value
-    return parse
+def _bounded(model: str, knob: str) -> Callable[[str], object]:
+    """Parse by the knob's one declared range (forecast_core.knobs)."""
+    return lambda text: BOUNDS[model][knob].parse(knob, text)
 
 
 def _aggregate(text: str) -> str:
@@ -58,20 +45,20 @@ def _nonempty(text: str) -> str:
 
 # variable -> (model, knob, parser)
 VARIABLES: dict[str, tuple[str, str, Callable[[str], object]]] = {
-    "TOTO_NUM_SAMPLES": ("toto", "num_samples", _int(1)),
+    "TOTO_NUM_SAMPLES": ("toto", "num_samples", _bounded("toto", "num_samples")),
     "TOTO_AGGREGATE": ("toto", "aggregate", _aggregate),
-    "TOTO_SAMPLES_PER_BATCH": ("toto", "samples_per_batch", _int(1)),
+    "TOTO_SAMPLES_PER_BATCH": ("toto", "samples_per_batch", _bounded("toto", "samples_per_batch")),
     "TOTO2_CHECKPOINT": ("toto2", "checkpoint", _nonempty),
-    "TOTO2_CONTEXT_LENGTH": ("toto2", "context_length", _int(0)),
-    "TOTO2_DECODE_BLOCK_SIZE": ("toto2", "decode_block_size", _int(0)),
+    "TOTO2_CONTEXT_LENGTH": ("toto2", "context_length", _bounded("toto2", "context_length")),
+    "TOTO2_DECODE_BLOCK_SIZE": ("toto2", "decode_block_size", _bounded("toto2", "decode_block_size")),
     "TOTO2_VARIATES": ("toto2", "variates", _choice(tuple(TOTO2_VARIATES))),
     "TOTO2_AGGREGATE": ("toto2", "aggregate", _point_rule),
-    "KRONOS_TEMPERATURE": ("kronos", "temperature", _float(0.0)),
-    "KRONOS_TOP_P": ("kronos", "top_p", _float(0.0, 1.0, low_inclusive=False)),
-    "KRONOS_TOP_K": ("kronos", "top_k", _int(0)),
-    "KRONOS_SAMPLE_COUNT": ("kronos", "sample_count", _int(1)),
-    "KRONOS_MAX_CONTEXT": ("kronos", "max_context", _int(8)),
-    "KRONOS_CLIP": ("kronos", "clip", _float(0.0, low_inclusive=False)),
+    "KRONOS_TEMPERATURE": ("kronos", "temperature", _bounded("kronos", "temperature")),
+    "KRONOS_TOP_P": ("kronos", "top_p", _bounded("kronos", "top_p")),
+    "KRONOS_TOP_K": ("kronos", "top_k", _bounded("kronos", "top_k")),
+    "KRONOS_SAMPLE_COUNT": ("kronos", "sample_count", _bounded("kronos", "sample_count")),
+    "KRONOS_MAX_CONTEXT": ("kronos", "max_context", _bounded("kronos", "max_context")),
+    "KRONOS_CLIP": ("kronos", "clip", _bounded("kronos", "clip")),
     "KRONOS_AGGREGATE": ("kronos", "aggregate", _aggregate),
 }
 

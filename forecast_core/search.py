@@ -17,6 +17,8 @@ from typing import Callable, Sequence
 
 from .aggregate import quantile_rule
 from .backtest import Trial
+from .knobs import TOTO2_BOUNDS
+from .knobs import problems as knob_problems
 from .kronos.forecaster import KronosSamplingConfig
 from .toto2.model import QUANTILE_LEVELS
 
@@ -65,9 +67,9 @@ def toto2_trial(checkpoint: str, context_length: int, decode_block_size: int, va
     """One Toto 2.0 config; the default is :data:`TOTO2_DEFAULT` on ``default_checkpoint`` (the runtime's first)."""
     if variates not in TOTO2_VARIATES:
         raise ValueError(f"toto2: variates {variates!r}; use one of {', '.join(TOTO2_VARIATES)}")
-    if context_length < 0 or decode_block_size < 0:
-        raise ValueError(f"toto2: context_length ({context_length}) and decode_block_size ({decode_block_size}) "
-                         "must be >= 0 (0: all the context / one forward pass)")
+    found = knob_problems(TOTO2_BOUNDS, {"context_length": context_length, "decode_block_size": decode_block_size})
+    if found:
+        raise ValueError("toto2: " + "; ".join(found))
     quantile_rule(aggregate, QUANTILE_LEVELS)  # a point rule over the quantile levels
     knobs = {"checkpoint": checkpoint, "context_length": int(context_length),
              "decode_block_size": int(decode_block_size), "variates": variates, "aggregate": aggregate}

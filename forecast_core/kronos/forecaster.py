@@ -64,7 +64,7 @@ API::
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +73,8 @@ import torch
 
 from ..checkpoints import load_strict, read_config, resolve_checkpoint
 from ..forecasters import LIFTED_COLUMNS, PRICE_COLUMNS, ContextBatch
+from ..knobs import KRONOS_BOUNDS, MIN_KRONOS_CONTEXT
+from ..knobs import problems as knob_problems
 from ..windows import future_calendar
 from .model import Kronos, KronosConfig
 from .sampling import RowUniforms, draw_inverse_cdf, filter_probs
@@ -81,7 +83,7 @@ from .tokenizer import KronosTokenizer, TokenizerConfig
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "kronos-tiny"
 DEFAULT_TINY = str(WEIGHTS / "model")
 DEFAULT_TINY_TOKENIZER = str(WEIGHTS / "tokenizer")
-MIN_LOOKBACK = 8  # bars; fewer make the per-column z-score meaningless
+MIN_LOOKBACK = MIN_KRONOS_CONTEXT
 DEFAULT_REFRESH_EVERY = 8
 DECODE_ROWS = 256  # rows per tokenizer-decoder pass
 CLOSE, VOLUME, AMOUNT = (PRICE_COLUMNS.index(c) for c in ("close", "volume", "amount"))
@@ -99,21 +101,9 @@ class KronosSamplingConfig:
     clip: float = 5.0
 
     def __post_init__(self) -> None:
-        problems = []
-        if not self.temperature >= 0:
-            problems.append(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            problems.append(f"top_p must be in (0, 1] (1 = off), got {self.top_p}")
-        if self.top_k < 0:
-            problems.append(f"top_k must be >= 0 (0 = off), got {self.top_k}")
-        if self.sample_count < 1:
-            problems.append(f"sample_count must be >= 1, got {self.sample_count}")
-        if self.max_context < MIN_LOOKBACK:
-            problems.append(f"max_context must be >= {MIN_LOOKBACK}, got {self.max_context}")
-        if not self.clip > 0:
-            problems.append(f"clip must be > 0, got {self.clip}")
-        if problems:
-            raise ValueError("invalid Kronos sampling config: " + "; ".join(problems))
+        found = knob_problems(KRONOS_BOUNDS, asdict(self))
+        if found:
+            raise ValueError("invalid Kronos sampling config: " + "; ".join(found))
 
 
 def _load(cls, config_cls, source, revision, device):
