@@ -32,6 +32,19 @@ from .data import FRAME_COLUMNS, data_version, validate_symbol
 from .files import atomic_write_parquet, remove_stale_temp_files
 from .windows import LAYOUT_FIELDS, Layout, WindowSpec
 
+# Every column of a stored trial row and its DuckDB type: the one list the writer keeps to and the dbt
+# macro read_trials.sql types its empty relation with (tests/test_store.py keeps the two in step).
+TRIAL_COLUMNS = {
+    "symbol": "varchar", "model": "varchar", "config_name": "varchar", "config_json": "varchar",
+    "config_hash": "varchar", "split": "varchar", "window_origin": "timestamp", "origin_index": "bigint",
+    "seed": "bigint", "mae": "double", "mae_pct": "double", "mase": "double", "crps_pct": "double",
+    "coverage_10_90": "double", "seconds": "double", "draw_seconds": "double", "drawn_samples": "bigint",
+    "is_default": "boolean", "sweep": "varchar", "trial_key": "varchar", "data_version": "varchar",
+    "data_end": "timestamp", "model_revision": "varchar", "horizon": "bigint", "n_val": "bigint", "n_test": "bigint",
+    "stride": "bigint", "context": "bigint", "history_bars": "bigint", "tunable": "boolean",
+    "layout_reason": "varchar", "effective_val_windows": "double", "effective_test_windows": "double",
+    "code_version": "varchar", "run_id": "varchar", "written_at": "timestamp",
+}
 SWEEP_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_")
 
 
@@ -195,6 +208,9 @@ class Storage:
             run_id=ctx.run_id,
             written_at=pd.Timestamp(datetime.now(timezone.utc)).tz_convert(None),
         )
+        if list(rows.columns) != list(TRIAL_COLUMNS):
+            raise ValueError(f"trial rows of {trial.name} have columns {sorted(set(rows.columns) ^ set(TRIAL_COLUMNS))} "
+                             "beyond or missing from store.TRIAL_COLUMNS; add them there and in read_trials.sql")
         return atomic_write_parquet(self.trial_path(sweep, ctx, trial), rows)
 
     def read_trials(self, sweep: str = "*", symbol: str | None = None) -> pd.DataFrame:

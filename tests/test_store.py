@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from forecast_core.backtest import Trial, draw, score_trials
+from forecast_core.configs import MODELS
 from forecast_core.data import InvalidSymbolError
 from forecast_core.forecasters import BASELINES, Drift, Persistence, SeasonalNaive
-from forecast_core.store import Storage, StoreError, TrialContext, trial_context
+from forecast_core.store import TRIAL_COLUMNS, Storage, StoreError, TrialContext, trial_context
 from forecast_core.sweep import SingleDraw, run_sweep, summarize
 from forecast_core.windows import WindowSpec, build_windows
 from tests.conftest import TINY_BACKTEST
@@ -74,6 +76,20 @@ def test_write_then_read_round_trip(storage, prices):
     assert pd.Timestamp(back["data_end"].iloc[0]) == prices["timestamp"].iloc[-1]
     pd.testing.assert_series_equal(back["window_origin"].astype("datetime64[ns]"),
                                    rows["window_origin"].astype("datetime64[ns]"), check_names=False)
+
+
+def test_stored_columns_and_the_dbt_reader_follow_one_list(storage, prices):
+    """store.TRIAL_COLUMNS owns the row layout; read_trials.sql types its empty relation with the same list."""
+    trial, rows = _rows(prices)
+    path = storage.write_trial("s1", trial_context("AAA", prices, SPEC), trial, rows)
+    assert list(pd.read_parquet(path).columns) == list(TRIAL_COLUMNS)
+    macro = (Path(__file__).resolve().parents[1] / "dbt_metrics" / "macros" / "read_trials.sql").read_text()
+    assert dict(re.findall(r"'(\w+) (\w+)'", macro)) == TRIAL_COLUMNS
+    with pytest.raises(ValueError, match="beyond or missing from store.TRIAL_COLUMNS"):
+        storage.write_trial("s1", trial_context("AAA", prices, SPEC), trial, rows.assign(extra=1))
+    staging = Path(__file__).resolve().parents[1] / "dbt_metrics" / "models" / "staging"
+    read = re.findall(r"read_trials\('(\w+)'\)", (staging / "stg_trials.sql").read_text())
+    assert sorted(read) == sorted(["baseline", *MODELS])  # every family's sweep
 
 
 def test_same_trial_twice_replaces(storage, prices):
