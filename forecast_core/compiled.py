@@ -63,6 +63,9 @@ FORMAT = 1
 ENV_DIR = "HPO_COMPILED_DIR"
 MANIFEST, INDUCTOR = "manifest.json", "inductor"
 POLICIES = ("auto", "on", "off")
+# Defaults of the model runtimes' settings: largest |compiled - eager| on the probe paths relative to the mean
+# price, and the probe speed-up auto needs before it compiles.
+PARITY_TOLERANCE, MIN_SPEEDUP = 1e-3, 1.1
 MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 # Methods replaced by compiled wrappers: the per-step hot path of each engine (Toto: the transformer
 # layers and the last-position head; Kronos: one decoding step and the two heads).
@@ -497,7 +500,7 @@ def _manifest(key: CacheKey, measured: dict, error: float | None, tolerance: flo
 
 
 def prepare(kind: str, forecaster, key: CacheKey | None, root: str | Path, policy: str = "auto",
-            tolerance: float = 1e-3, min_speedup: float = 1.1, repeats: int = 3) -> Outcome:
+            tolerance: float = PARITY_TOLERANCE, min_speedup: float = MIN_SPEEDUP, repeats: int = 3) -> Outcome:
     """What a model resource runs: see the module docstring for the policies. A cache problem never
     raises; the outcome says what happened and why."""
     if policy not in POLICIES:
@@ -560,8 +563,8 @@ def warm_start(kind: str, forecaster, key: CacheKey, directory: Path, manifest: 
                    f"{measured['warm_start_seconds']:.2f}s, parity error {error:.3g}", **kw)
 
 
-def build(kind: str, forecaster, key: CacheKey, root: str | Path, tolerance: float = 1e-3,
-          min_speedup: float = 1.1, repeats: int = 3, policy: str = "on", problem: str = "") -> Outcome:
+def build(kind: str, forecaster, key: CacheKey, root: str | Path, tolerance: float = PARITY_TOLERANCE,
+          min_speedup: float = MIN_SPEEDUP, repeats: int = 3, policy: str = "on", problem: str = "") -> Outcome:
     """Compile into a fresh cache, time eager vs compiled, check parity, persist (manifest last).
 
     After a cache ``problem`` the verified files of the rejected cache seed the new one (see
@@ -608,8 +611,8 @@ def build(kind: str, forecaster, key: CacheKey, root: str | Path, tolerance: flo
     return Outcome(kind, policy, True, f"compiled: {manifest['reason']}{note}", **kw)
 
 
-def reverify(kind: str, forecaster, key: CacheKey, root: str | Path, tolerance: float = 1e-3,
-             min_speedup: float = 1.1, repeats: int = 3) -> Outcome:
+def reverify(kind: str, forecaster, key: CacheKey, root: str | Path, tolerance: float = PARITY_TOLERANCE,
+             min_speedup: float = MIN_SPEEDUP, repeats: int = 3) -> Outcome:
     """The model asset: warm-start a valid cache and re-measure it (speed, parity), or build it.
 
     On a valid cache the manifest is rewritten with these measurements (its files are unchanged)."""

@@ -7,6 +7,7 @@ from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, Se
 
 from forecast_core.checkpoints import checkpoint_revision, resolve_checkpoint
 from forecast_core.configs import retune_reason
+from forecast_core.kronos.forecaster import kronos_revision
 from forecast_core.forward import ForwardStore, drift_reason
 from forecast_core.store import StoreError
 from resources import PriceSourceResource, RetuneSettings, StorageResource
@@ -52,8 +53,8 @@ def stale_config_sensor(context: SensorEvaluationContext, storage: StorageResour
     pending; the reason is in the run's ``retune_reason`` tag."""
     store, forward = storage.storage(), ForwardStore(storage.root)
     revisions = {"toto": _revision(toto.source, toto.revision), "toto2": toto2.model_revision,
-                 "kronos": _revision(kronos.source, kronos.revision) + "+" +
-                 _revision(kronos.tokenizer_source, kronos.tokenizer_revision)}
+                 "kronos": kronos_revision(resolve_checkpoint(kronos.source, kronos.revision or None),
+                                           resolve_checkpoint(kronos.tokenizer_source, kronos.tokenizer_revision or None))}
     requests = []
     for symbol in sorted(context.instance.get_dynamic_partitions(symbols_partitions.name)):
         try:

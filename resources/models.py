@@ -11,9 +11,16 @@ from pydantic import Field, PrivateAttr, field_validator, model_validator
 from forecast_core import compiled
 from forecast_core.checkpoints import checkpoint_revision, resolve_checkpoint
 from forecast_core.device import claim_device, resolve_dtype
-from forecast_core.kronos.forecaster import DEFAULT_TINY, DEFAULT_TINY_TOKENIZER, KronosForecaster, load_kronos
+from forecast_core.kronos.forecaster import (
+    DEFAULT_TINY,
+    DEFAULT_TINY_TOKENIZER,
+    KronosForecaster,
+    kronos_revision,
+    load_kronos,
+)
 from forecast_core.pretraining import Cutoff, bundled_model_id, load_registry, parse_date
 from forecast_core.toto import DEFAULT_TINY_DIR, TotoForecaster, load_toto
+from forecast_core.toto.forecaster import DEFAULT_SAMPLES_PER_BATCH
 from forecast_core.toto2 import DEFAULT_TINY_DIR as TOTO2_TINY_DIR
 from forecast_core.toto2 import Toto2Model, load_toto2
 
@@ -57,9 +64,9 @@ class _ResidentModel(_Pretrained):
                               "max-autotune | max-autotune-no-cudagraphs")
     compiled_dir: str = Field(default_factory=compiled.default_compiled_dir,
                               description="compile cache root (default: $HPO_COMPILED_DIR or ./compiled_models)")
-    parity_tolerance: float = Field(default=1e-3, description="largest |compiled - eager| on the probe paths, "
+    parity_tolerance: float = Field(default=compiled.PARITY_TOLERANCE, description="largest |compiled - eager| on the probe paths, "
                                     "relative to the mean price, before compiled forecasts are rejected")
-    min_speedup: float = Field(default=1.1, description="auto compiles only when the probe ran this much faster")
+    min_speedup: float = Field(default=compiled.MIN_SPEEDUP, description="auto compiles only when the probe ran this much faster")
     probe_windows: int = Field(default=0, description="probe batch windows (0: the model's default)")
     probe_context: int = Field(default=0, description="probe context bars (0: the model's default)")
     probe_horizon: int = Field(default=0, description="probe horizon (0: the model's default)")
@@ -150,7 +157,7 @@ class TotoRuntime(_ResidentModel):
     revision: str = Field(default="", description="Hugging Face commit to pin (empty: main / local dir)")
     device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N")
     dtype: str = Field(default="float32", description="float32 | bfloat16 | float16")
-    samples_per_batch: int = Field(default=512, description="sample chunk size: memory/speed only, never results")
+    samples_per_batch: int = Field(default=DEFAULT_SAMPLES_PER_BATCH, description="sample chunk size: memory/speed only, never results")
 
     def _load(self) -> None:
         directory = resolve_checkpoint(self.source, self.revision or None)
@@ -182,7 +189,7 @@ class KronosRuntime(_ResidentModel):
         tokenizer_dir = resolve_checkpoint(self.tokenizer_source, self.tokenizer_revision or None)
         model, tokenizer = load_kronos(model_dir, tokenizer_dir, device=claim_device(self.device))
         self._forecaster = KronosForecaster(model, tokenizer, max_rows=self.max_rows)
-        self._revision = f"{checkpoint_revision(model_dir)}+{checkpoint_revision(tokenizer_dir)}"
+        self._revision = kronos_revision(model_dir, tokenizer_dir)
 
     kind: ClassVar[str] = "kronos"
 

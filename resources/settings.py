@@ -8,15 +8,18 @@ from pydantic import Field
 from forecast_core.forward import DriftPolicy
 from forecast_core.windows import WindowSpec
 
+_SPEC = WindowSpec()  # the window layout's defaults have one owner
+_DRIFT = DriftPolicy()  # and the drift policy's
+
 
 class BacktestSettings(ConfigurableResource):
     """Window layout (brief §2) and the base seed of every (symbol, window) seed."""
 
-    horizon: int = Field(default=64, description="forecast horizon H in bars")
-    n_val: int = Field(default=8, description="validation windows (used for selection)")
-    n_test: int = Field(default=8, description="held-out test windows (reported only)")
-    stride: int = Field(default=0, description="bars between window origins; 0 means H")
-    context: int = Field(default=512, description="context bars before each origin")
+    horizon: int = Field(default=_SPEC.horizon, description="forecast horizon H in bars")
+    n_val: int = Field(default=_SPEC.n_val, description="validation windows (used for selection)")
+    n_test: int = Field(default=_SPEC.n_test, description="held-out test windows (reported only)")
+    stride: int = Field(default=_SPEC.stride or 0, description="bars between window origins; 0 means H")
+    context: int = Field(default=_SPEC.context, description="context bars before each origin")
     base_seed: int = Field(default=0, description="mixed into every per-window seed")
 
     def spec(self) -> WindowSpec:
@@ -28,12 +31,12 @@ class RetuneSettings(ConfigurableResource):
 
     after_new_bars: int = Field(default=0, ge=0, description="re-tune once this many bars arrived since selection "
                                 "(0: off; the forward scorecard decides on evidence instead)")
-    drift_margin: float = Field(default=0.10, ge=0, description="re-tune when the stored config's forward MAE% "
+    drift_margin: float = Field(default=_DRIFT.margin, ge=0, description="re-tune when the stored config's forward MAE% "
                                 "exceeds persistence's or its default's by this fraction, with the paired test's "
                                 "95% interval above zero")
-    drift_consecutive_windows: int = Field(default=4, ge=1, description="re-tune after this many forward windows "
+    drift_consecutive_windows: int = Field(default=_DRIFT.consecutive, ge=1, description="re-tune after this many forward windows "
                                            "in a row worse than persistence")
-    drift_min_windows: int = Field(default=3, ge=1, description="forward windows needed before drift is judged")
+    drift_min_windows: int = Field(default=_DRIFT.min_windows, ge=1, description="forward windows needed before drift is judged")
 
     def drift_policy(self) -> DriftPolicy:
         return DriftPolicy(self.drift_margin, self.drift_consecutive_windows, self.drift_min_windows)

@@ -71,7 +71,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..checkpoints import load_strict, read_config, resolve_checkpoint
+from ..checkpoints import checkpoint_revision, load_strict, read_config, resolve_checkpoint
 from ..forecasters import LIFTED_COLUMNS, PRICE_COLUMNS, ContextBatch
 from ..knobs import KRONOS_BOUNDS, MIN_KRONOS_CONTEXT
 from ..knobs import problems as knob_problems
@@ -111,6 +111,11 @@ def _load(cls, config_cls, source, revision, device):
     module = cls(config_cls.from_dict(read_config(directory), str(directory)))
     load_strict(module, directory)
     return module.to(device).eval()
+
+
+def kronos_revision(model_dir: Path, tokenizer_dir: Path) -> str:
+    """What pins a Kronos runtime's numbers: the model's and the tokenizer's revisions, ``model+tokenizer``."""
+    return f"{checkpoint_revision(model_dir)}+{checkpoint_revision(tokenizer_dir)}"
 
 
 def load_kronos(model_source: str | Path = DEFAULT_TINY, tokenizer_source: str | Path = DEFAULT_TINY_TOKENIZER,

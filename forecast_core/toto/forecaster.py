@@ -64,6 +64,7 @@ from .model import MIN_ROWS, Encoded, Mixture, Rows, TotoModel
 
 DEFAULT_TINY_DIR = Path(__file__).resolve().parents[1] / "weights" / "toto-tiny"
 TOTO_BASE_REPO = "Datadog/Toto-Open-Base-1.0"
+DEFAULT_SAMPLES_PER_BATCH = 512  # sample chunk size: memory/speed only, never results
 
 
 def load_toto(source: str | Path = DEFAULT_TINY_DIR, revision: str | None = None, device: str = "cpu",
@@ -95,8 +96,8 @@ def _is_out_of_memory(exc: BaseException) -> bool:
 
 
 class TotoForecaster:
-    def __init__(self, model: TotoModel, samples_per_batch: int = 512, context_length: int | None = None,
-                 name: str = "toto"):
+    def __init__(self, model: TotoModel, samples_per_batch: int = DEFAULT_SAMPLES_PER_BATCH,
+                 context_length: int | None = None, name: str = "toto"):
         patch = model.config.patch_size
         if samples_per_batch < 1:
             raise ValueError(f"samples_per_batch must be >= 1, got {samples_per_batch}")
