@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .forecasters import PRICE_COLUMNS
+from .forecasters import PRICE_COLUMNS, derived_amount
 from .repairs import check_choice, split_gaps
 
 SYMBOL_PATTERN = re.compile(r"^[A-Z0-9][A-Z0-9._=^-]{0,31}$")
@@ -120,7 +120,7 @@ def normalize_prices(raw: pd.DataFrame, source: str, price_field: str = "close")
     if "volume" not in out:
         out["volume"] = 0.0
     if "amount" not in out:
-        out["amount"] = out["volume"] * out[["open", "high", "low", "close"]].mean(axis=1)
+        out["amount"] = derived_amount(out)
     if price_field == "adj_close":
         _use_adjusted_close(out, table, lowered, source)
     return out.loc[:, list(FRAME_COLUMNS)]

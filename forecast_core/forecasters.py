@@ -15,6 +15,11 @@ import numpy as np
 PRICE_COLUMNS = ("open", "high", "low", "close", "volume", "amount")
 
 
+def derived_amount(frame):
+    """``amount`` (traded value) where a source has none: volume times the bar's mean of open, high, low, close."""
+    return frame["volume"] * frame[["open", "high", "low", "close"]].mean(axis=1)
+
+
 @dataclass(frozen=True)
 class ContextBatch:
     """Contexts of several windows (possibly of several symbols), all of the same length.

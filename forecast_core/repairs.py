@@ -29,6 +29,8 @@ from fractions import Fraction
 import numpy as np
 import pandas as pd
 
+from .forecasters import derived_amount
+
 MISSING_POLICIES = ("reject", "drop", "ffill")
 SPLIT_POLICIES = ("warn", "adjust")
 PRICE_FIELDS = ("close", "adj_close")
@@ -177,7 +179,7 @@ def _repair_missing(frame: pd.DataFrame, how: str):
     zeroed = list(frame.loc[no_volume, "timestamp"])
     frame.loc[no_volume, "volume"] = 0.0
     no_amount = ~np.isfinite(frame["amount"].to_numpy())
-    frame.loc[no_amount, "amount"] = frame["volume"][no_amount] * frame.loc[no_amount, OHLC].mean(axis=1)
+    frame.loc[no_amount, "amount"] = derived_amount(frame.loc[no_amount])
     zeroed = sorted(set(zeroed) | set(frame.loc[no_amount, "timestamp"]))
     return frame, filled, dropped, zeroed
 

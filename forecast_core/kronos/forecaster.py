@@ -72,7 +72,7 @@ import pandas as pd
 import torch
 
 from ..checkpoints import checkpoint_revision, load_strict, read_config, resolve_checkpoint
-from ..forecasters import LIFTED_COLUMNS, PRICE_COLUMNS, ContextBatch
+from ..forecasters import LIFTED_COLUMNS, PRICE_COLUMNS, ContextBatch, derived_amount
 from ..knobs import KRONOS_BOUNDS, MIN_KRONOS_CONTEXT
 from ..knobs import problems as knob_problems
 from ..windows import future_calendar
@@ -157,7 +157,7 @@ def frame_to_batch(frame: pd.DataFrame, horizon: int, seed: int = 0) -> ContextB
     if "volume" not in table:
         table["volume"] = 0.0
     if "amount" not in table:
-        table["amount"] = table["volume"] * table[["open", "high", "low", "close"]].mean(axis=1)
+        table["amount"] = derived_amount(table)
     stamps = pd.to_datetime(table["timestamp"]).to_numpy(dtype="datetime64[ns]")
     return ContextBatch(table.loc[:, list(PRICE_COLUMNS)].to_numpy(np.float64)[None], stamps[None],
                         future_calendar(stamps, horizon)[None], np.array([seed], dtype=np.int64))
