@@ -11,8 +11,8 @@ Simulated validation losses (MAE%) for many symbols, both rules on the *same* lo
   default): its loss is level * (1 + noise * (eps - effect * sqrt(2))). "Power" counts symbols
   where the rule picks config 1 and calls it significant.
 
-With W=8 and the i.i.d. bootstrap the old rule gives roughly the brief's 6/18/28/39/52% at
-N=1/5/12/36/124. The new rule skips the model confidence set here (it does not change the pick).
+The README carries the rates this script printed. The new rule skips the model confidence set here
+(it does not change the pick).
 
     .venv/bin/python benchmarks/bench_selection.py [--symbols 1000] [--reps 500] [--block 1]
 """

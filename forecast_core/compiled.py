@@ -1,8 +1,8 @@
 """Compiled Toto / Kronos: compile where it is measured to help, persist the compile cache, verify it.
 
 Why: ``torch.compile`` costs tens of seconds per process even for the tiny checkpoints, its speed-up
-depends on the device and model size (none measurable for full-size Toto on CPU, brief §4), and the
-users' guide once shipped a compiled model that was 10x less accurate (brief §8). So compilation is
+depends on the device and model size (the README's "Compiled models" has the measurements), and the
+users' guide once shipped a compiled model that was far less accurate than eager. So compilation is
 measured, checked against eager forecasts, and cached per key; nothing here needs Dagster.
 
 Mechanism. The model's hot methods (:data:`TARGETS`) are replaced on the instance by

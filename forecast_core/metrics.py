@@ -1,4 +1,4 @@
-"""Per-window forecast metrics (brief §2). All take a leading window axis.
+"""Per-window forecast metrics. All take a leading window axis.
 
 MAE% and CRPS% divide by mean |y| over the target window, so they are scale-free across symbols
 priced at 1e-4 or 1e5. MASE divides by the mean absolute one-step change of the context; a context

@@ -1,7 +1,7 @@
 """What each model may have seen in pretraining, so backtest windows inside that period are flagged.
 
 A pretrained forecaster scored on a window whose target lies inside its own training data is
-recalling, not forecasting (brief §11): such a window measures memory, not skill. This module keeps a
+recalling, not forecasting: such a window measures memory, not skill. This module keeps a
 registry of each model id's pretraining-data cutoff (``data/pretraining_cutoffs.json``: model-id glob,
 the last date the model may have seen, what kind of statement that date is, and its public source),
 lets a runtime override it for its own model id, and flags windows against it.

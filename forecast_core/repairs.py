@@ -1,4 +1,4 @@
-"""Explicit repairs of a normalised price frame: missing bars and unadjusted splits (brief §10).
+"""Explicit repairs of a normalised price frame: missing bars and unadjusted splits.
 
 Nothing here runs unless the price source's policy asks for it; every change is recorded in a
 :class:`RepairReport` so the stored history says how it differs from the source.

@@ -1,4 +1,4 @@
-"""Search spaces (brief §3) and the Kronos search: one place for every knob's range and preset.
+"""Search spaces and the Kronos search: one place for every knob's range and preset.
 
 Toto's space is small: a grid of sample count x aggregation, all scored from one draw. Toto 2.0's is a
 grid of forward passes (checkpoint x context length x decoding x input variates), each scoring every

@@ -1,4 +1,4 @@
-"""Backtest windows and their validation/test split (brief §2), and the layout a history allows.
+"""Backtest windows and their validation/test split, and the layout a history allows.
 
 A window with origin ``t`` has context bars ``[t - context, t)`` and target bars ``[t, t + horizon)``.
 Origins are laid from the end of the series backwards by ``stride``: the last ``n_test`` windows are
@@ -156,7 +156,7 @@ MIN_COMPARE_CONTEXT = 64  # one Toto patch: the least context a default-vs-persi
 MIN_VAL_WINDOWS = 4
 MIN_TEST_WINDOWS = 2
 MIN_STRIDE_FRACTION = 4  # stride may fall to horizon / 4 (consecutive targets then share 3/4 of their bars)
-# What a layout adds to brief §7's windows block; stored on every trial row and read back from them.
+# What a layout adds to the config files' windows block; stored on every trial row and read back from them.
 LAYOUT_FIELDS = ("history_bars", "tunable", "layout_reason", "effective_val_windows", "effective_test_windows")
 
 
@@ -197,7 +197,7 @@ class Layout:
                 "effective_test_windows": span(spec.n_test)}
 
     def as_dict(self) -> dict:
-        """The config files' ``windows`` block: brief §7's fields, then the layout's reason and evidence."""
+        """The config files' ``windows`` block: the window fields, then the layout's reason and evidence."""
         spec, evidence = self.spec, self.evidence()
         return {
             "n_val": evidence["n_val"],

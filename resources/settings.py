@@ -13,7 +13,7 @@ _DRIFT = DriftPolicy()  # and the drift policy's
 
 
 class BacktestSettings(ConfigurableResource):
-    """Window layout (brief §2) and the base seed of every (symbol, window) seed."""
+    """Window layout and the base seed of every (symbol, window) seed."""
 
     horizon: int = Field(default=_SPEC.horizon, description="forecast horizon H in bars")
     n_val: int = Field(default=_SPEC.n_val, description="validation windows (used for selection)")

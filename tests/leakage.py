@@ -1,4 +1,4 @@
-"""The no-leakage property every forecaster must satisfy (brief §2).
+"""The no-leakage property every forecaster must satisfy.
 
 Overwriting every bar at or after a window's origin with garbage (prices and timestamps alike) must
 leave that window's sample paths, and so its metrics, unchanged.

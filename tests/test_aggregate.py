@@ -1,4 +1,4 @@
-"""Aggregations of sample paths (brief §3): every name, explicit sample axis, brute-force references."""
+"""Aggregations of sample paths: every name, explicit sample axis, brute-force references."""
 
 from __future__ import annotations
 

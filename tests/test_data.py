@@ -1,4 +1,4 @@
-"""Price frames (brief §2): layouts normalize_prices accepts, clear errors, quality checks, symbols."""
+"""Price frames: layouts normalize_prices accepts, clear errors, quality checks, symbols."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Per-window metrics (brief §2): CRPS against its O(n^2) definition, scale-free %, MASE, coverage."""
+"""Per-window metrics: CRPS against its O(n^2) definition, scale-free %, MASE, coverage."""
 
 from __future__ import annotations
 

@@ -103,7 +103,7 @@ def test_unadjusted_split_only_warns(tmp_path, csv_dir):
     assert not split.passed and split.severity == AssetCheckSeverity.WARN
 
 
-# -- policies (brief §10): missing bars and splits, through a real materialisation ----------------------------
+# -- policies: missing bars and splits, through a real materialisation ----------------------------
 BLOCKING = {"sorted_unique_timestamps", "no_missing_prices", "positive_prices", "high_low_consistent"}
 NO_CLOSE = [50, 300, 450, 600]
 NO_OHLC = [120, 121, 122, 200, 201, 202, 203, 500, 501, 640, 641, 699]
@@ -169,7 +169,9 @@ def test_unadjusted_split_is_adjusted_and_listed_in_the_metadata(tmp_path, dagst
     result = _materialize(tmp_path, csv_dir, "AAA", splits="adjust")
     assert result.success and _checks(result)["no_suspected_splits"].passed
     meta = _metadata(result)
-    assert meta["split_adjustments"] == 1 and f"| {truth.loc[200, 'timestamp'].date()} | 2:1 |" in meta["split_table"]
+    splits = [record.data for record in meta["split_table"].records]
+    assert meta["split_adjustments"] == 1 and splits == [{**splits[0], "date": str(truth.loc[200, "timestamp"].date()),
+                                                          "ratio": "2:1", "adjusted": True}]
     stored = Storage(tmp_path / "st").read_prices("AAA")
     np.testing.assert_allclose(stored[OHLC].to_numpy(), truth[OHLC].to_numpy(), rtol=1e-12)
 

@@ -1,4 +1,4 @@
-"""Missing-bar and split policies (brief §10): what each repairs, what it leaves, and what it reports."""
+"""Missing-bar and split policies: what each repairs, what it leaves, and what it reports."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Backtest windows (brief §2): layout of origins and splits, min_bars, seeds, calendar, no leakage."""
+"""Backtest windows: layout of origins and splits, min_bars, seeds, calendar, no leakage."""
 
 from __future__ import annotations
 

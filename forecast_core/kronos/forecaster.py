@@ -91,7 +91,7 @@ CLOSE, VOLUME, AMOUNT = (PRICE_COLUMNS.index(c) for c in ("close", "volume", "am
 
 @dataclass(frozen=True)
 class KronosSamplingConfig:
-    """Kronos inference knobs (brief §3). Defaults are upstream's predictor defaults."""
+    """Kronos inference knobs. Defaults are upstream's predictor defaults."""
 
     temperature: float = 1.0  # 0 = greedy
     top_p: float = 0.9  # 1.0 = off
