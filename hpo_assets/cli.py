@@ -1,35 +1,50 @@
-"""The ``hpo`` command: run the pipeline from a terminal into the same instance and stores the UI shows.
+"""The hpo command: run the tuning pipeline from a terminal, into the Dagster instance and stores the UI shows.
 
-``hpo demo`` is the main job: register the embedded symbols, tune each one (prices, baseline, Toto,
-Toto 2.0 and Kronos sweeps), build the dbt marts, write the selected configs, print the per-symbol table.
-``hpo compare`` scores given configs (defaults, stored ones, TOTO_*/TOTO2_*/KRONOS_* overrides) side by side;
-``hpo tune`` runs the Dagster tuning path for some symbols; ``hpo forward`` prints the forward scorecard. Runs land in ``$DAGSTER_HOME`` (default
-``./.dagster_home``) and trials in ``$HPO_STORAGE_DIR`` (default ``./storage``).
+hpo demo tunes the embedded symbols end to end (prices, baselines, the Toto, Toto 2.0 and Kronos
+sweeps, the dbt marts, the config files) and prints a table per symbol; hpo tune does the same for
+given symbols with the full search spaces. hpo compare scores given configs side by side, hpo forward
+prints the forward scorecard, hpo show what is stored for a symbol, hpo status what the instance holds
+and which symbols need a re-tune.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
-import sys
 import time
+from datetime import datetime, timezone
+from importlib.metadata import version
 from pathlib import Path
-
-import pandas as pd
 
 from forecast_core.budgets import DEMO_KRONOS, DEMO_TOTO, DEMO_TOTO2
 from forecast_core.configs import ConfigFileError
 from forecast_core.data import InvalidSymbolError, PriceDataError, validate_symbol
 from forecast_core.store import StoreError
 
+from . import terminal
+
 # Small enough for a CPU with the bundled tiny checkpoints; the assets' defaults are the full spaces.
 DEMO_TUNE_CONFIG = {"ops": {"toto_sweep": {"config": DEMO_TOTO.run_config()},
                             "toto2_sweep": {"config": DEMO_TOTO2.run_config()},
                             "kronos_sweep": {"config": DEMO_KRONOS.run_config()}}}
+FAILED_RUNS_SHOWN = 10  # hpo status lists this many most recent failed runs
+
+EPILOG = """\
+exit codes: 0 done (also when nothing is stored yet), 1 some symbol failed (a run, a comparison or an
+unreadable config file; the errors are on stderr), 2 bad input (an invalid symbol or option).
+Runs land in $DAGSTER_HOME (default ./.dagster_home), trials and marts in $HPO_STORAGE_DIR (default
+./storage), config files in $HPO_HYPERPARAMS_DIR (default ./hyperparams). Results go to stdout (with
+--json: one JSON document, nothing else); progress, logs and errors go to stderr."""
+
+
+def _dagster_home() -> Path:
+    return Path(os.environ.setdefault("DAGSTER_HOME", str(Path.cwd() / ".dagster_home"))).resolve()
 
 
 def _instance():
-    home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path.cwd() / ".dagster_home"))).resolve()
+    home = _dagster_home()
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():  # no network here: keep telemetry off in the instance this command creates
@@ -41,7 +56,7 @@ def _instance():
     instance = DagsterInstance.get()
     ensure_pool_limits(instance)
     for run_id in reclaim_dead_runs(instance):
-        print(f"run {run_id} had been killed: marked failed, its pool slots freed", flush=True)
+        terminal.stderr_console().print(f"run {run_id} had been killed: marked failed, its pool slots freed")
     return instance
 
 
@@ -49,35 +64,61 @@ def _quiet(run_config: dict | None = None) -> dict:
     return {"loggers": {"console": {"config": {"log_level": "WARNING"}}}, **(run_config or {})}
 
 
-def _run(job_name: str, instance, partition: str | None = None, run_config: dict | None = None) -> bool:
-    from tqdm import tqdm
+def _failure_reason(events) -> str:
+    """The first failed step's error (last line), else the run failure's message."""
+    failure = next((e for e in events if e.is_step_failure), None)
+    if failure:
+        error = failure.step_failure_data.error
+        last_line = error.message.strip().splitlines()[-1]
+        message = last_line.removeprefix(f"dagster._core.definitions.events.{error.cls_name}: ")
+        return f"{failure.step_key}: {message}"
+    run_failure = next((e for e in events if e.is_run_failure), None)
+    return run_failure.message if run_failure and run_failure.message else "see the run in the UI"
 
+
+def _run(job_name: str, instance, log, partition: str | None = None, run_config: dict | None = None) -> bool:
+    """Run a job in this process; what it prints (the dbt log) reaches stderr only when it fails."""
     from .definitions import defs
 
-    result = defs.resolve_job_def(job_name).execute_in_process(
-        partition_key=partition, instance=instance, raise_on_error=False, run_config=_quiet(run_config))
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        result = defs.resolve_job_def(job_name).execute_in_process(
+            partition_key=partition, instance=instance, raise_on_error=False, run_config=_quiet(run_config))
     if not result.success:
-        failure = next((e for e in result.all_events if e.is_step_failure), None)
-        reason = failure.step_failure_data.error.message.strip().splitlines()[-1] if failure else "see the UI"
-        tqdm.write(f"{partition or job_name}: {job_name} FAILED (run {result.run_id}): {reason}")
+        if printed.getvalue().strip():
+            log.print(printed.getvalue()[-5000:])
+        log.print(f"{partition or job_name}: {job_name} FAILED (run {result.run_id}): "
+                  f"{_failure_reason(result.all_events)}")
     return result.success
+
+
+def _each(bar, step: str, symbols: list[str], run_one) -> list[str]:
+    """``run_one`` per symbol under a progress bar, a line per symbol; returns the symbols that failed."""
+    task, failed = bar.add_task(step, total=len(symbols)), []
+    for symbol in symbols:
+        bar.update(task, description=f"{step}: {symbol}")
+        start = time.perf_counter()
+        ok = run_one(symbol)
+        bar.console.print(f"{symbol}: {step} {'done' if ok else 'FAILED'} in {time.perf_counter() - start:.0f}s")
+        failed += [] if ok else [symbol]
+        bar.advance(task)
+    return failed
 
 
 def tune(symbols: list[str], tune_config: dict | None = None) -> list[str]:
     """The Dagster tuning path per symbol, then the marts and the config files; returns failures."""
-    from tqdm import tqdm
-
     from .lib import register_symbols
 
     instance = _instance()
     register_symbols(instance, symbols)
-    failed = [s for s in tqdm(symbols, desc="prices + sweeps", unit="symbol", file=sys.stdout)
-              if not _run("tune_symbol", instance, s, tune_config)]
-    print("building dbt marts (dbt build) ...", flush=True)
-    if not _run("build_metrics", instance):
-        raise SystemExit("dbt build failed; open the build_metrics run in `dagster dev` for the dbt log")
-    failed += [s for s in tqdm([s for s in symbols if s not in failed], desc="selected configs", unit="symbol",
-                               file=sys.stdout) if not _run("select_configs", instance, s)]
+    with terminal.progress() as bar:
+        log = bar.console
+        failed = _each(bar, "prices + sweeps", symbols, lambda s: _run("tune_symbol", instance, log, s, tune_config))
+        log.print("building the dbt marts (dbt build) ...")
+        if not _run("build_metrics", instance, log):
+            raise SystemExit("dbt build failed; open the build_metrics run in `dagster dev` for the dbt log")
+        failed += _each(bar, "selected configs", [s for s in symbols if s not in failed],
+                        lambda s: _run("select_configs", instance, log, s))
     return failed
 
 
@@ -87,80 +128,30 @@ def _storage():
     return StorageResource()
 
 
-def selected_table() -> pd.DataFrame:
-    """Per symbol: persistence, the random walk and each model's selected config; * marks the winner.
-
-    p: SPA p-value of "no config beats the default"; mcs: configs in the model confidence set;
-    oos: test windows after the model's pretraining cutoff (blank when the cutoff is unknown).
-    """
+def _selection_report(symbols: list[str]) -> list[dict]:
+    from forecast_core.reports import selection_report
     from forecast_core.selection import open_marts
 
     with open_marts(_storage().storage().duckdb_path) as con:
-        return con.execute("""
-            with winners as (select symbol, winning_model from model_choice)
-            select b.symbol, b.model || case when w.winning_model = b.model then ' *' else '' end as model,
-                   b.config_name as config, b.val_mae_pct, b.test_mae_pct,
-                   b.test_mae_pct / nullif(p.test_mae_pct, 0) as test_vs_persistence,
-                   b.seconds_per_forecast as seconds, b.selection_basis as basis,
-                   b.p_value_vs_default as p, b.confidence_set_size as mcs,
-                   b.val_windows || '/' || b.test_windows as "val/test windows",
-                   b.test_windows_out_of_sample as oos
-            from best_configs b
-            left join leaderboard p on p.symbol = b.symbol and p.model = 'persistence'
-            left join winners w on w.symbol = b.symbol
-            union all
-            select l.symbol, l.model || case when w.winning_model = l.model then ' *' else '' end, l.config_name,
-                   l.val_mae_pct, l.test_mae_pct, l.test_mae_pct / nullif(p.test_mae_pct, 0), l.seconds_per_forecast,
-                   null, null, null, l.val_windows || '/' || l.test_windows, null
-            from leaderboard l
-            left join leaderboard p on p.symbol = l.symbol and p.model = 'persistence'
-            left join winners w on w.symbol = l.symbol
-            where l.model in ('persistence', 'random_walk')
-            order by 1, 2
-        """).df()
+        return selection_report(con, symbols)
 
 
-def choice_notes() -> pd.DataFrame:
-    """Per symbol: why the winner won, and what the models' test windows can show (pretraining)."""
-    from forecast_core.selection import open_marts
-
-    with open_marts(_storage().storage().duckdb_path) as con:
-        return con.execute("""
-            select m.symbol, m.winning_model as winner, m.choice_reason as why,
-                   string_agg(b.model || ': ' || b.pretraining_statement, chr(10) order by b.model) as pretraining
-            from model_choice m left join best_configs b on b.symbol = m.symbol
-            group by all order by m.symbol
-        """).df()
-
-
-def layout_notes() -> pd.DataFrame:
-    """Per symbol whose layout is not the requested one: its windows and why (from the marts)."""
-    from forecast_core.selection import open_marts
-
-    with open_marts(_storage().storage().duckdb_path) as con:
-        return con.execute("""
-            select symbol, any_value(history_bars) as bars, any_value(context) as context,
-                   any_value(stride) as stride, any_value(layout_reason) as layout
-            from leaderboard where layout_reason <> 'requested layout'
-            group by symbol order by symbol
-        """).df()
-
-
-def _print_table(frame: pd.DataFrame) -> None:
-    with pd.option_context("display.max_rows", 500, "display.width", 200, "display.max_colwidth", 70):
-        print(frame.round(3).to_string(index=False))
-
-
-def _print_selected(table: pd.DataFrame, notes: pd.DataFrame, choices: pd.DataFrame) -> None:
-    _print_table(table)
-    for row in choices.itertuples(index=False):
-        print(f"\n{row.symbol}: {row.winner} wins: {row.why}")
-        for statement in (row.pretraining or "").splitlines():
-            if statement:
-                print(f"  {statement}")
-    if not notes.empty:
-        print("\nwindow layouts shortened for short histories (tuned = False: too short, defaults kept):")
-        _print_table(notes)
+def _print_tuned(args: argparse.Namespace, symbols: list[str], failed: list[str], seconds: float) -> int:
+    """The selection per symbol, where the files are, and the exit code (1 if a symbol failed)."""
+    report = _selection_report(symbols)
+    root = Path(_storage().hyperparams_dir).resolve()
+    if args.json:
+        terminal.print_json({"symbols": report, "failed": failed, "seconds": round(seconds, 1),
+                             "hyperparams_dir": str(root), "dagster_home": os.environ["DAGSTER_HOME"]})
+    else:
+        console = terminal.stdout_console()
+        console.print(f"selected configs, {seconds:.0f}s:")
+        terminal.print_selection(console, report)
+        console.print(f"\nconfig files: {root}/KIND/SYMBOL.json (KIND: toto, toto2, kronos, best)")
+        console.print(f"Dagster instance: {os.environ['DAGSTER_HOME']} (run `make dev` to browse the runs)")
+        if failed:
+            console.print(f"failed: {', '.join(failed)} (the errors are above, on stderr)")
+    return 1 if failed else 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -169,43 +160,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     symbols = [validate_symbol(s) for s in args.symbols] if args.symbols else EmbeddedSource().symbols()
     start = time.perf_counter()
     failed = tune(symbols, DEMO_TUNE_CONFIG)
-    print(f"\nselected configs (* = winner: a model only where it beats persistence on validation under StepM; "
-          f"p = SPA p-value vs the default, mcs = configs in the 10% model confidence set, oos = out-of-sample "
-          f"test windows), "
-          f"{time.perf_counter() - start:.0f}s:")
-    _print_selected(selected_table(), layout_notes(), choice_notes())
-    print(f"\nconfig files: {Path(_storage().hyperparams_dir).resolve()}/{{toto,toto2,kronos,best}}/SYMBOL.json")
-    print(f"Dagster instance: {os.environ['DAGSTER_HOME']} (run `make dev` to browse the runs)")
-    return 1 if failed else 0
+    return _print_tuned(args, symbols, failed, time.perf_counter() - start)
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
     symbols = [validate_symbol(s) for s in (args.stocks or [args.symbol])]
+    start = time.perf_counter()
     failed = tune(symbols, DEMO_TUNE_CONFIG if args.budget == "demo" else None)
-    _print_selected(selected_table().query("symbol in @symbols"), layout_notes().query("symbol in @symbols"),
-                    choice_notes().query("symbol in @symbols"))
-    return 1 if failed else 0
-
-
-def cmd_compare(args: argparse.Namespace) -> int:
-    from .compare import compare_symbol
-
-    symbols = [validate_symbol(s) for s in (args.stocks or [args.symbol])]
-    failed = []
-    for symbol in symbols:
-        try:
-            table, layout = compare_symbol(symbol, args.forecast_horizon, args.use_stored_hyperparams, os.environ)
-        except (PriceDataError, ConfigFileError, StoreError, ValueError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            failed.append(symbol)
-            continue
-        print(f"\n{symbol}, horizon {args.forecast_horizon} (ranked on validation; test held out):")
-        print(f"layout: {_describe(layout)}")
-        if table.empty:
-            print("no windows to score: each model keeps its default config")
-        else:
-            _print_table(table)
-    return 1 if failed else 0
+    return _print_tuned(args, symbols, failed, time.perf_counter() - start)
 
 
 def _describe(layout) -> str:
@@ -218,34 +180,193 @@ def _describe(layout) -> str:
             f"context {spec.context}, stride {spec.step}; {layout.reason}")
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from forecast_core.reports import frame_records
+
+    from .compare import compare_symbol
+
+    symbols = [validate_symbol(s) for s in (args.stocks or [args.symbol])]
+    console, log = terminal.stdout_console(), terminal.stderr_console()
+    results, failed = [], []
+    for symbol in symbols:
+        try:
+            comparison = compare_symbol(symbol, args.forecast_horizon, args.use_stored_hyperparams, os.environ,
+                                        log=log.print)
+        except (PriceDataError, ConfigFileError, StoreError, ValueError) as exc:
+            log.print(f"error: {exc}", soft_wrap=True)
+            failed.append(symbol)
+            continue
+        rows = frame_records(comparison.table)
+        results.append({"symbol": symbol, "horizon": args.forecast_horizon, "overrides": comparison.overrides,
+                        "layout": _describe(comparison.layout), "rows": rows})
+        if args.json:
+            continue
+        console.print(f"\n{symbol}, horizon {args.forecast_horizon} (ranked on validation; test held out)",
+                      style="bold")
+        console.print(comparison.overrides)
+        console.print(f"layout: {_describe(comparison.layout)}")
+        console.print(terminal.comparison_table(rows) if rows else
+                      "no windows to score: each model keeps its default config")
+    if args.json:
+        terminal.print_json({"symbols": results, "failed": failed})
+    return 1 if failed else 0
+
+
 def cmd_forward(args: argparse.Namespace) -> int:
     """The forward scorecard: each stored config on the windows after its selection, and drift."""
     from forecast_core.forward import ForwardStore, drift_reason
+    from forecast_core.reports import frame_records
     from resources import RetuneSettings
 
     store = ForwardStore(_storage().root)
     symbols = [validate_symbol(s) for s in args.symbols] if args.symbols else sorted(
         p.stem.removeprefix("symbol=") for p in (store.dir / "report").glob("symbol=*.parquet"))
-    if not symbols:
-        print(f"no forward scorecards under {store.dir} yet: tune and select configs, then let new bars arrive "
-              "(refresh_prices scores each newly completed window)")
-        return 0
     policy = RetuneSettings().drift_policy()
-    columns = ["kind", "config_name", "selected_at", "forward_windows", "mae_pct", "persistence_mae_pct",
-               "ratio_to_persistence", "diff_vs_persistence", "ci_low_vs_persistence", "ci_high_vs_persistence",
-               "default_mae_pct", "worse_than_persistence_in_a_row"]
+    results = []
     for symbol in symbols:
         report = store.read_report(symbol)
         shown = report if args.history else report[report["current"]]
-        print(f"\n{symbol}: forward windows after each selection (MAE%; diff = stored - persistence, 95% interval)")
-        if shown.empty:
-            print("  no scorecard yet")
+        results.append({"symbol": symbol, "scorecards": frame_records(shown), "retune": drift_reason(report, policy)})
+    if args.json:
+        terminal.print_json({"symbols": results, "policy": vars(policy)})
+        return 0
+    console = terminal.stdout_console()
+    if not symbols:
+        console.print(f"no forward scorecards under {store.dir} yet: tune and select configs, then let new bars "
+                      "arrive (refresh_prices scores each newly completed window)")
+        return 0
+    for entry in results:
+        console.print(f"\n{entry['symbol']}: forward windows after each selection (MAE%; diff = stored - "
+                      "persistence, 95% interval)", style="bold")
+        if not entry["scorecards"]:
+            console.print("  no scorecard yet")
             continue
-        _print_table(shown[columns].rename(columns={"config_name": "config", "worse_than_persistence_in_a_row":
-                                                    "worse_in_a_row", "forward_windows": "windows"}))
-        reason = drift_reason(report, policy)
-        print(f"  re-tune: {reason}" if reason else "  no drift under the default policy "
-              f"(margin {policy.margin:.0%}, {policy.consecutive} in a row, {policy.min_windows}+ windows)")
+        console.print(terminal.forward_table(entry["scorecards"]))
+        console.print(f"  re-tune: {entry['retune']}" if entry["retune"] else "  no drift under the default policy "
+                      f"(margin {policy.margin:.0%}, {policy.consecutive} in a row, {policy.min_windows}+ windows)")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """Each stored config file of the symbols: config, provenance, evidence, forward line."""
+    from forecast_core.forward import ForwardStore
+    from forecast_core.reports import stored_configs
+
+    storage = _storage()
+    root, forward = Path(storage.hyperparams_dir), ForwardStore(storage.root)
+    results = [{"symbol": s, "files": stored_configs(root, s, forward.read_report(s))}
+               for s in (validate_symbol(s) for s in args.symbols)]
+    unreadable = [entry["symbol"] for entry in results if any("error" in f for f in entry["files"])]
+    if args.json:
+        terminal.print_json({"hyperparams_dir": str(root.resolve()), "symbols": results})
+        return 1 if unreadable else 0
+    console = terminal.stdout_console()
+    for entry in results:
+        console.print(f"\n{entry['symbol']}", style="bold")
+        if not entry["files"]:
+            console.print(f"nothing stored for {entry['symbol']} under {root.resolve()}: run "
+                          f"`hpo tune --symbol {entry['symbol']}` (or `hpo demo`) to tune it")
+        for stored in entry["files"]:
+            console.print(terminal.stored_file_table(stored))
+            console.print()
+    return 1 if unreadable else 0
+
+
+def _runtime_revisions() -> tuple[dict[str, str], list[str]]:
+    """The weights revision each model runtime of the code location would use now, found the way
+    stale_config_sensor finds it (no weights loaded); a runtime whose weights cannot be found is
+    left out (its configs are then not judged on weights) and named in the notes."""
+    from forecast_core.checkpoints import CheckpointError
+    from forecast_core.configs import MODELS
+
+    from .definitions import default_resources
+
+    runtimes = default_resources()
+    revisions, notes = {}, []
+    for model in MODELS:
+        try:
+            revisions[model] = runtimes[model].pinned_revision()
+        except CheckpointError as exc:
+            notes.append(f"{model}: weights not found, so its configs are not checked against them ({exc})")
+    return revisions, notes
+
+
+def _stamp(seconds: float | None) -> tuple[str | None, float | None]:
+    """A run time as ISO text (UTC) and its age in days."""
+    if seconds is None:
+        return None, None
+    moment = datetime.fromtimestamp(seconds, timezone.utc)
+    return moment.isoformat(timespec="seconds"), round((datetime.now(timezone.utc) - moment).total_seconds() / 86400, 1)
+
+
+def _instance_runs(instance, symbols: list[str]) -> tuple[dict[str, float | None], list[dict]]:
+    """Per symbol the end of its last successful tune_symbol run; the most recent failed runs."""
+    from dagster import DagsterEventType, DagsterRunStatus, RunsFilter
+
+    last = {}
+    for symbol in symbols:
+        records = instance.get_run_records(RunsFilter(job_name="tune_symbol", statuses=[DagsterRunStatus.SUCCESS],
+                                                      tags={"dagster/partition": symbol}), limit=1)
+        last[symbol] = (records[0].end_time or records[0].update_timestamp.timestamp()) if records else None
+    failed = []
+    for record in instance.get_run_records(RunsFilter(statuses=[DagsterRunStatus.FAILURE]), limit=FAILED_RUNS_SHOWN):
+        run = record.dagster_run
+        events = [e.dagster_event for e in instance.all_logs(
+            run.run_id, of_type={DagsterEventType.STEP_FAILURE, DagsterEventType.RUN_FAILURE}) if e.dagster_event]
+        failed.append({"time": _stamp(record.end_time or record.update_timestamp.timestamp())[0],
+                       "job": run.job_name, "partition": run.tags.get("dagster/partition"), "run_id": run.run_id,
+                       "message": _failure_reason(events)})
+    return last, failed
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Partitions, last tune per symbol, stale or drifting configs, recent failed runs."""
+    home = _dagster_home()
+    empty = {"dagster_home": str(home), "symbols": [], "failed_runs": [], "notes": []}
+    if not home.is_dir():
+        message = f"no Dagster instance at {home} yet: run `hpo demo` (or `hpo add-symbols SYM`) to start one"
+        terminal.print_json({**empty, "notes": [message]}) if args.json else terminal.stdout_console().print(
+            message)
+        return 0
+    from forecast_core.configs import retune_reason
+    from forecast_core.forward import ForwardStore
+    from forecast_core.reports import symbol_state
+    from resources import RetuneSettings
+
+    from .lib import symbols_partitions
+
+    instance = _instance()
+    symbols = sorted(instance.get_dynamic_partitions(symbols_partitions.name))
+    last, failed_runs = _instance_runs(instance, symbols)
+    storage, settings = _storage(), RetuneSettings()
+    root, forward, store = Path(storage.hyperparams_dir), ForwardStore(storage.root), storage.storage()
+    revisions, notes = _runtime_revisions() if symbols else ({}, [])
+    rows = []
+    for symbol in symbols:
+        try:
+            bars = list(store.read_prices(symbol)["timestamp"])
+        except StoreError:
+            bars = []  # never tuned here: the missing config files say so
+        stale = retune_reason(root, symbol, bars, revisions, settings.after_new_bars)
+        when, age = _stamp(last[symbol])
+        rows.append({"symbol": symbol, "last_tune": when, "last_tune_age_days": age,
+                     **symbol_state(root, symbol, stale, forward.read_report(symbol), settings.drift_policy())})
+    if args.json:
+        terminal.print_json({**empty, "symbols": rows, "failed_runs": failed_runs, "notes": notes})
+        return 0
+    console = terminal.stdout_console()
+    console.print(f"Dagster instance {home}: {len(symbols)} symbol partition(s)")
+    if not symbols:
+        console.print("no symbols registered yet: run `hpo demo`, `hpo tune --symbol SYM` or `hpo add-symbols SYM`")
+    else:
+        console.print(terminal.status_table(rows))
+    for note in notes:
+        console.print(note, style="yellow")
+    if failed_runs:
+        console.print(f"\nthe {len(failed_runs)} most recent failed runs (open them in `make dev`):")
+        console.print(terminal.failed_runs_table(failed_runs))
+    else:
+        console.print("\nno failed runs")
     return 0
 
 
@@ -253,36 +374,51 @@ def cmd_add_symbols(args: argparse.Namespace) -> int:
     from .lib import register_symbols
 
     new = register_symbols(_instance(), args.symbols)
-    print(f"added partitions: {', '.join(new) if new else 'none (all known)'}")
+    if args.json:
+        terminal.print_json({"added": new})
+    else:
+        terminal.stdout_console().print(f"added partitions: {', '.join(new) if new else 'none (all known)'}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hpo", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="tune the embedded symbols end to end (the main job)")
-    demo.add_argument("--symbols", nargs="+", help="a subset of the embedded symbols (default: all)")
-    demo.set_defaults(func=cmd_demo)
-    for name, func, text in (("compare", cmd_compare, "score default/stored/overridden configs side by side"),
-                             ("tune", cmd_tune, "run the tuning assets, dbt and config selection")):
-        command = sub.add_parser(name, help=text)
-        which = command.add_mutually_exclusive_group(required=True)
-        which.add_argument("--symbol")
-        which.add_argument("--stocks", nargs="+")
-        command.set_defaults(func=func)
+    parser = argparse.ArgumentParser(prog="hpo", description=__doc__.split("\n", 1)[1].strip(), epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('toto-kronos-hpo')}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, text: str, func) -> argparse.ArgumentParser:
+        made = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".", epilog=EPILOG,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+        made.add_argument("--json", action="store_true", help="print one JSON document on stdout instead of tables")
+        made.set_defaults(func=func)
+        return made
+
+    demo = command("demo", "tune the embedded symbols end to end with small CPU budgets (the main job)", cmd_demo)
+    demo.add_argument("--symbols", nargs="+", metavar="SYMBOL", help="a subset of the embedded symbols (default: all)")
+    for name, func, text in (("compare", cmd_compare, "score the default, stored or overridden configs side by side"),
+                             ("tune", cmd_tune, "run the tuning jobs, the dbt marts and the config selection")):
+        which = command(name, text, func).add_mutually_exclusive_group(required=True)
+        which.add_argument("--symbol", help="one symbol")
+        which.add_argument("--stocks", nargs="+", metavar="SYMBOL", help="several symbols")
     sub.choices["tune"].add_argument("--budget", choices=["full", "demo"], default="full",
-                                     help="full: the assets' search spaces; demo: the small CPU budgets of `hpo demo`")
+                                     help="full: the assets' search spaces; demo: the small CPU budgets of hpo demo")
     compare = sub.choices["compare"]
-    compare.add_argument("--forecast-horizon", type=int, default=64)
+    compare.add_argument("--forecast-horizon", type=int, default=64, help="bars to forecast (default 64)")
     compare.add_argument("--use-stored-hyperparams", action="store_true",
                          help="score hyperparams/{toto,toto2,kronos}/SYMBOL.json instead of the defaults")
-    forward = sub.add_parser("forward", help="print the forward scorecard: stored configs on the bars after selection")
-    forward.add_argument("symbols", nargs="*", help="symbols (default: every symbol with a scorecard)")
+    forward = command("forward", "print the forward scorecard: stored configs on the bars after selection",
+                      cmd_forward)
+    forward.add_argument("symbols", nargs="*", metavar="SYMBOL", help="symbols (default: every one with a scorecard)")
     forward.add_argument("--history", action="store_true", help="also the scorecards of configs since re-tuned")
-    forward.set_defaults(func=cmd_forward)
-    add = sub.add_parser("add-symbols", help="add symbols as partitions (the sensor also adds new CSV files)")
-    add.add_argument("symbols", nargs="+")
-    add.set_defaults(func=cmd_add_symbols)
+    show = command("show", "print each stored config of the symbols with its provenance, evidence, file and age",
+                   cmd_show)
+    show.add_argument("symbols", nargs="+", metavar="SYMBOL")
+    command("status", "print the symbol partitions, each one's last tune, stale or drifting configs and failed runs",
+            cmd_status)
+    add = command("add-symbols", "add symbols as partitions (the price source sensor also adds new CSV files)",
+                  cmd_add_symbols)
+    add.add_argument("symbols", nargs="+", metavar="SYMBOL")
     return parser
 
 
@@ -291,5 +427,5 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (InvalidSymbolError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        terminal.stderr_console().print(f"error: {exc}", soft_wrap=True)
         return 2

@@ -6,9 +6,9 @@ TOTO_*/TOTO2_*/KRONOS_* environment overrides applied on top. Trials land in the
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import pandas as pd
 
@@ -18,6 +18,7 @@ from forecast_core.data import validate_prices
 from forecast_core.forecasters import BASELINES
 from forecast_core.overrides import env_overrides
 from forecast_core.forward import document_trial
+from forecast_core.labels import short_label
 from forecast_core.search import (
     KRONOS_DEFAULT,
     KRONOS_DEFAULT_AGGREGATE,
@@ -35,14 +36,26 @@ from resources import BacktestSettings, PriceSourceResource, StorageResource
 from resources.models import KronosRuntime, Toto2Runtime, TotoRuntime
 
 
-def compare_symbol(symbol: str, horizon: int, use_stored: bool,
-                   environ: Mapping[str, str]) -> tuple[pd.DataFrame, Layout]:
-    """The comparison table on the windows ``symbol``'s history allows, and that layout.
+@dataclass(frozen=True)
+class Comparison:
+    """One symbol's comparison: a row per config (``COLUMNS``), the window layout, the overrides applied."""
+
+    table: pd.DataFrame
+    layout: Layout
+    overrides: str
+
+
+COLUMNS = ["model", "config", "label", "val_mae_pct", "test_mae_pct", "test_vs_persistence", "seconds",
+           "val_windows", "test_windows"]
+
+
+def compare_symbol(symbol: str, horizon: int, use_stored: bool, environ: Mapping[str, str],
+                   log: Callable[[str], None] = print) -> Comparison:
+    """The comparison on the windows ``symbol``'s history allows (``log``: the sweeps' progress lines).
 
     A history too short for any window gives an empty table (the layout's reason says why).
     """
     overrides = env_overrides(environ)
-    print(overrides.describe())
     storage = StorageResource()
     store = storage.storage()
     settings = BacktestSettings(horizon=horizon)
@@ -50,7 +63,7 @@ def compare_symbol(symbol: str, horizon: int, use_stored: bool,
     store.write_prices(symbol, prices)
     layout = plan_layout(len(prices), settings.spec())
     if layout.spec is None:
-        return pd.DataFrame(), layout
+        return Comparison(pd.DataFrame(columns=COLUMNS), layout, overrides.describe())
     spec = layout.spec
     windows = build_windows(prices, spec, symbol, settings.base_seed)
 
@@ -90,14 +103,17 @@ def compare_symbol(symbol: str, horizon: int, use_stored: bool,
     ):
         ctx = trial_context(symbol, prices, layout, model_revision=revision, base_seed=settings.base_seed,
                             run_id="cli-compare")
-        run_sweep(store, sweep, ctx, windows, plans, progress=print)
+        run_sweep(store, sweep, ctx, windows, plans, progress=log)
+    compared = ((persistence, ""), (toto_t, toto.model_revision), (toto2_t, toto2.model_revision),
+                (kronos_t, kronos.model_revision))
     keys = {trial_context(symbol, prices, layout, model_revision=r, base_seed=settings.base_seed).key(t)
-            for t, r in ((persistence, ""), (toto_t, toto.model_revision), (toto2_t, toto2.model_revision),
-                         (kronos_t, kronos.model_revision))}
+            for t, r in compared}
     rows = store.read_trials(symbol=symbol)
     table = summarize(rows[rows["trial_key"].isin(keys)])
     reference = table.loc[table["model"] == "persistence", "test_mae_pct"].iloc[0]
     table["test_vs_persistence"] = table["test_mae_pct"] / reference
-    columns = ["model", "config_name", "val_mae_pct", "test_mae_pct", "test_vs_persistence", "seconds"]
-    return table.reindex(columns=columns).rename(columns={"config_name": "config"}), layout
+    labels = {t.name: short_label(t.model, t.knobs) for t, _ in compared}
+    table["label"] = table["config_name"].map(labels)
+    return Comparison(table.rename(columns={"config_name": "config"}).reindex(columns=COLUMNS), layout,
+                      overrides.describe())
 

@@ -37,25 +37,31 @@ if _manifest_is_stale(dbt_project):  # parse once per change of the dbt project,
     dbt_resource().cli(["parse", "--quiet"], target_path=dbt_project.target_path).wait()
 
 
-class EagerTranslator(DagsterDbtTranslator):
-    """Rebuild the marts whenever a sweep partition lands (once no sweep is still running)."""
+SELECTION_TAG = "selection"  # dbt_project.yml tags the selection marts; built after selection_statistics
+SELECTION_MARTS = f"tag:{SELECTION_TAG}"
+
+
+class MetricsTranslator(DagsterDbtTranslator):
+    """Rebuild the marts whenever a sweep partition lands (once no sweep is still running); the
+    selection marts sit in the UI group ``selection`` beside the statistics and the config files,
+    the staging view and aggregation marts in the group ``metrics``."""
 
     def get_automation_condition(self, dbt_resource_props):
         return AutomationCondition.eager()
 
-
-SELECTION_MARTS = "tag:selection"  # built after hpo_assets.statistics.selection_statistics
+    def get_group_name(self, dbt_resource_props):
+        return "selection" if SELECTION_TAG in dbt_resource_props.get("tags", []) else "metrics"
 
 
 @dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, pool=METRICS_POOL,
-            dagster_dbt_translator=EagerTranslator(), exclude=SELECTION_MARTS)
+            dagster_dbt_translator=MetricsTranslator(), exclude=SELECTION_MARTS)
 def dbt_metrics(context: AssetExecutionContext, dbt: DbtCliResource, storage: StorageResource):
     """``dbt build`` of the staging views and aggregation marts over the stored trials."""
     yield from _build(context, dbt, storage)
 
 
 @dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, pool=METRICS_POOL,
-            dagster_dbt_translator=EagerTranslator(), select=SELECTION_MARTS, name="dbt_selection_marts")
+            dagster_dbt_translator=MetricsTranslator(), select=SELECTION_MARTS, name="dbt_selection_marts")
 def dbt_selection_marts(context: AssetExecutionContext, dbt: DbtCliResource, storage: StorageResource):
     """``dbt build`` of the selection marts over the selection statistics' Parquet tables."""
     yield from _build(context, dbt, storage)

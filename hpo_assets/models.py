@@ -1,5 +1,8 @@
 """Model assets: each engine's compile cache, measured against eager and checked before use.
 
+Optional: the sweeps run eager when no cache was built, so "never materialised" only means nothing
+was compiled yet. The sweeps list these assets as dependencies because, with ``compile="auto"``, they
+warm-start from the cache these assets measured (a new cache marks their results stale in the UI).
 The work is in forecast_core/compiled.py; these assets only run it through the model resources (so
 the key is built from exactly the resource configuration the sweeps use) and report it.
 """
@@ -59,8 +62,11 @@ def _materialize(context: AssetExecutionContext, runtime, asset_name: str) -> Ma
 @asset(group_name="models", pool=ACCELERATOR_POOL, op_tags=ACCELERATOR_OP_TAGS, kinds={"pytorch"},
        check_specs=[AssetCheckSpec(PARITY_CHECK, asset="toto_model", blocking=True, description=PARITY_DESCRIPTION)])
 def toto_model(context: AssetExecutionContext, toto: TotoRuntime) -> MaterializeResult:
-    """Toto's compile cache under compiled_models/toto/: built (or re-verified), timed eager vs
-    compiled on the probe batch, and kept only as the decision its manifest records."""
+    """Optional: Toto's compile cache (materialise on a GPU to warm it; sweeps run eager without).
+
+    Under compiled_models/toto/: built (or re-verified), timed eager vs compiled on the probe batch,
+    and used by toto_sweep only where its manifest records a speed-up and parity with eager.
+    """
     return _materialize(context, toto, "toto_model")
 
 
@@ -68,6 +74,10 @@ def toto_model(context: AssetExecutionContext, toto: TotoRuntime) -> Materialize
        check_specs=[AssetCheckSpec(PARITY_CHECK, asset="kronos_model", blocking=True,
                                    description=PARITY_DESCRIPTION)])
 def kronos_model(context: AssetExecutionContext, kronos: KronosRuntime) -> MaterializeResult:
-    """Kronos's compile cache under compiled_models/kronos/ (model + tokenizer weights in the key):
-    built (or re-verified), timed eager vs compiled, and kept only as its manifest decides."""
+    """Optional: Kronos's compile cache (materialise on a GPU to warm it; sweeps run eager without).
+
+    Under compiled_models/kronos/ (model + tokenizer weights in the key): built (or re-verified),
+    timed eager vs compiled, and used by kronos_sweep only where its manifest records a speed-up and
+    parity with eager.
+    """
     return _materialize(context, kronos, "kronos_model")

@@ -1,5 +1,6 @@
 """Price history per symbol, with blocking data-quality checks evaluated before anything is stored."""
 
+import pandas as pd
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -24,7 +25,7 @@ from forecast_core.data import (
 from forecast_core.windows import Layout, plan_layout
 from resources import BacktestSettings, PriceSourceResource, StorageResource
 
-from .lib import symbols_partitions
+from .lib import symbols_partitions, table
 
 BLOCKING_CHECKS = ("sorted_unique_timestamps", "no_missing_prices", "positive_prices", "high_low_consistent")
 # A short history is stored like any other: it gets a smaller layout or "too short to tune" (a warning).
@@ -44,10 +45,11 @@ def price_history(
     storage: StorageResource,
     backtest: BacktestSettings,
 ):
-    """Daily OHLCV bars of one symbol from the configured price source, normalised, repaired as the
-    source's policy says (missing bars, splits; listed in the metadata) and validated.
+    """Daily OHLCV bars of one symbol, repaired and checked before they are stored.
 
-    Data failing a blocking check is never stored: the previous good copy stays in place.
+    From the configured price source, normalised, repaired as the source's policy says (missing bars,
+    splits; listed in the metadata) and validated. Data failing a blocking check is never stored: the
+    previous good copy stays in place.
     """
     symbol = validate_symbol(context.partition_key)
     try:
@@ -72,8 +74,10 @@ def price_history(
     context.log.info(f"{symbol}: stored {len(frame)} bars ending {frame['timestamp'].iloc[-1]:%Y-%m-%d} at {path}; "
                      f"windows: {layout.reason}")
     repairs = report.metadata()
-    if "split_table" in repairs:
-        repairs["split_table"] = MetadataValue.md(repairs["split_table"])
+    if report.splits:  # the same rows as the report's Markdown, as a sortable table
+        repairs["split_table"] = table(pd.DataFrame([
+            {"date": split.date.date(), "ratio": split.label, "gap": split.gap, "volume_change": split.volume_change,
+             "adjusted": split.adjusted, "note": split.note} for split in report.splits]))
     yield MaterializeResult(
         data_version=DataVersion(version),
         metadata={

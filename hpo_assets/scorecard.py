@@ -4,22 +4,24 @@ import pandas as pd
 from dagster import AssetExecutionContext, AssetKey, MaterializeResult, MetadataValue, asset
 
 from forecast_core.forward import ForwardStore, current_scorecards, forecast_with, forward_report, score_forward
+from forecast_core.labels import short_label
 from forecast_core.store import StoreError
 from resources import BacktestSettings, StorageResource
 from resources.models import KronosRuntime, Toto2Runtime, TotoRuntime
 
-from .lib import ACCELERATOR_OP_TAGS, ACCELERATOR_POOL, md_table, plot_png, symbols_partitions
+from .lib import ACCELERATOR_OP_TAGS, ACCELERATOR_POOL, numbers, plot_png, symbols_partitions, table
 
 
 @asset(partitions_def=symbols_partitions, deps=[AssetKey("price_history"), AssetKey("selected_configs")],
        group_name="scorecard", kinds={"parquet"}, pool=ACCELERATOR_POOL, op_tags=ACCELERATOR_OP_TAGS)
 def forward_scores(context: AssetExecutionContext, storage: StorageResource, backtest: BacktestSettings,
                    toto: TotoRuntime, toto2: Toto2Runtime, kronos: KronosRuntime) -> MaterializeResult:
-    """Score each stored config (toto, toto2, kronos, best) and its references (persistence, random walk, the
-    model's default) on every newly completed window after the config's data end; idempotent.
+    """Forward scorecard: stored configs on the windows completed after their selection.
 
-    Models load only when a new window needs them. A re-tuned config starts a new scorecard; the old
-    one stays as history.
+    Each stored config (toto, toto2, kronos, best) and its references (persistence, random walk, the
+    model's default) on every newly completed window after the config's data end; idempotent. Models
+    load only when a new window needs them. A re-tuned config starts a new scorecard; the old one
+    stays as history.
     """
     symbol = context.partition_key
     store = ForwardStore(storage.root)
@@ -43,17 +45,24 @@ def forward_scores(context: AssetExecutionContext, storage: StorageResource, bac
     context.log.info(f"{symbol}: {sum(added.values())} new forward window(s) scored "
                      f"({', '.join(f'{k}: {v}' for k, v in added.items()) or 'no stored configs yet'})")
     metadata = {"windows_added": sum(added.values()), "scorecards": len(report), "current_scorecards": len(current),
-                "report": md_table(current.drop(columns=["scorecard", "current"])) if not current.empty else
+                "report": _report_table(current, cards) if not current.empty else
                 MetadataValue.md("_no stored configs yet: run the tuning and selection first_")}
-    for row in current.itertuples(index=False):
-        metadata[f"{row.kind}_forward_windows"] = int(row.forward_windows)
-        if row.forward_windows:
-            metadata[f"{row.kind}_forward_mae_pct"] = float(row.mae_pct)
-            metadata[f"{row.kind}_ratio_to_persistence"] = float(row.ratio_to_persistence)
+    for row in current.itertuples(index=False):  # no forward window yet: NaN scores, left out
+        metadata.update(numbers({f"{row.kind}_forward_windows": row.forward_windows,
+                                 f"{row.kind}_forward_mae_pct": row.mae_pct,
+                                 f"{row.kind}_ratio_to_persistence": row.ratio_to_persistence}))
     rows = store.read(symbol)
     if not rows.empty:
         metadata["forward_error_over_time"] = _plot(symbol, rows, report)
     return MaterializeResult(metadata=metadata)
+
+
+def _report_table(current: pd.DataFrame, cards) -> MetadataValue:
+    """The current scorecards as a table, each config also in short (``config``)."""
+    labels = {card.id: short_label(card.trials["selected"].model, card.trials["selected"].knobs) for card in cards}
+    shown = current.drop(columns=["current"])
+    shown.insert(shown.columns.get_loc("config_name"), "config", shown["scorecard"].map(labels))
+    return table(shown.drop(columns=["scorecard"]))
 
 
 def _plot(symbol: str, rows: pd.DataFrame, report: pd.DataFrame) -> MetadataValue:

@@ -17,6 +17,7 @@ from dagster import (
 
 from forecast_core.backtest import last_window_forecast
 from forecast_core.configs import MODELS, write_config
+from forecast_core.labels import short_label
 from forecast_core.forward import document_trial, forecast_with
 from forecast_core.pretraining import bundled_model_id
 from forecast_core.search import default_trials
@@ -26,7 +27,16 @@ from forecast_core.windows import TEST, build_windows, plan_layout
 from resources import BacktestSettings, StorageResource
 from resources.models import KronosRuntime, Toto2Runtime, TotoRuntime
 
-from .lib import ACCELERATOR_OP_TAGS, ACCELERATOR_POOL, md_table, plot_forecasts, plot_png, symbols_partitions
+from .lib import (
+    ACCELERATOR_OP_TAGS,
+    ACCELERATOR_POOL,
+    legend_label,
+    numbers,
+    plot_forecasts,
+    plot_png,
+    symbols_partitions,
+    table,
+)
 
 MARTS = [AssetKey("best_configs"), AssetKey("test_report"), AssetKey("model_choice")]
 
@@ -52,9 +62,11 @@ def _error_vs_config(board: pd.DataFrame, chosen: dict[str, str], symbol: str) -
        automation_condition=AutomationCondition.eager(), pool=ACCELERATOR_POOL, op_tags=ACCELERATOR_OP_TAGS)
 def selected_configs(context: AssetExecutionContext, storage: StorageResource, backtest: BacktestSettings,
                      toto: TotoRuntime, toto2: Toto2Runtime, kronos: KronosRuntime):
-    """Write the selected Toto, Toto 2.0 and Kronos configs and the winning model for one symbol, atomically.
+    """Config files per symbol: each model's selected config and the winner.
 
-    A previous file that fails validation is moved aside (``.invalid-<time>``), never lost.
+    Writes hyperparams/{toto,toto2,kronos,best}/SYM.json atomically from the selection marts; the
+    winner is a model only when it beats persistence. A previous file that fails validation is moved
+    aside (``.invalid-<time>``), never lost.
     """
     symbol = context.partition_key
     root = Path(storage.hyperparams_dir)
@@ -83,15 +95,15 @@ def selected_configs(context: AssetExecutionContext, storage: StorageResource, b
     if not layout.tunable:
         context.log.warning(f"{symbol}: {layout.reason}; each model keeps its default config")
 
-    table = pd.DataFrame([_summary(m, d) for m, d in documents.items()])
+    selected = pd.DataFrame([_summary(m, d) for m, d in documents.items()])
     metadata = {
         "winner": best["model"] if best else "none",
         "winner_reason": best["metadata"]["reason"] if best else "no windows to compare the models on",
-        "selected": md_table(table),
+        "selected": table(selected),
         "tuned": layout.tunable,
         "layout_reason": layout.reason,
-        "val_windows": layout.evidence()["n_val"],
-        "test_windows": layout.evidence()["n_test"],
+        **numbers({"val_windows": layout.evidence()["n_val"], "test_windows": layout.evidence()["n_test"],
+                   **_figures(selected, best)}),
         "files": MetadataValue.json(written),
         "invalid_files_set_aside": MetadataValue.json(set_aside),
     }
@@ -114,13 +126,27 @@ def _summary(model: str, document: dict) -> dict:
     """One row of the metadata table: scores, evidence and the selection's outcome."""
     selection, meta = document["metadata"]["selection"], document["metadata"]
     pretraining = meta.get("pretraining") or {}
-    return {"model": model, "config": document["config"]["name"], "val_mae_pct": document["validation"]["mae_pct"],
-            "test_mae_pct": document["test"]["mae_pct"],
-            "persistence_test_mae_pct": meta["baselines_on_test"]["persistence_mae_pct"],
+    test, persistence = document["test"]["mae_pct"], meta["baselines_on_test"]["persistence_mae_pct"]
+    return {"model": model, "config": short_label(model, document["config"]), "config_name": document["config"]["name"],
+            "val_mae_pct": document["validation"]["mae_pct"], "test_mae_pct": test,
+            "persistence_test_mae_pct": persistence,
+            "test_ratio_to_persistence": test / persistence if test is not None and persistence else None,
             "val_windows": document["windows"]["n_val"], "test_windows": document["windows"]["n_test"],
-            "out_of_sample_test_windows": pretraining.get("test_windows_out_of_sample"),
-            "basis": selection.get("basis"), "p_value_vs_default": selection.get("p_value_vs_default"),
-            "confidence_set_size": selection.get("confidence_set_size"), "reason": selection["reason"]}
+            "test_windows_out_of_sample": pretraining.get("test_windows_out_of_sample"),
+            "selection_basis": selection.get("basis"), "p_value_vs_default": selection.get("p_value_vs_default"),
+            "confidence_set_size": selection.get("confidence_set_size"), "selection_reason": selection["reason"]}
+
+
+FIGURES = ("val_mae_pct", "test_mae_pct", "test_ratio_to_persistence", "val_windows", "test_windows")
+
+
+def _figures(selected: pd.DataFrame, best: dict | None) -> dict:
+    """Per model ``{model}_{figure}`` for the Plots tab, and ``winner_is_model`` (1 when a model, not
+    a baseline, won; 0 when a baseline did; absent when nothing could be compared)."""
+    figures = {f"{row['model']}_{name}": row[name] for row in selected.to_dict("records") for name in FIGURES}
+    if best is not None:
+        figures["winner_is_model"] = 0 if best["metadata"].get("baseline") else 1
+    return figures
 
 
 def _from_marts(storage: StorageResource, symbol: str, model_ids: dict, runtime_knobs: dict, base_seed: int):
@@ -156,7 +182,7 @@ def _forecast_fan(symbol: str, prices: pd.DataFrame, layout, documents: dict, ba
     forecasts = {}
     for model, document in documents.items():
         trial = document_trial(model, document["config"])
-        forecasts[f"{model}: {document['config']['name']}"] = last_window_forecast(last, forecast(trial, last), trial)
+        forecasts[legend_label(model, trial.knobs)] = last_window_forecast(last, forecast(trial, last), trial)
     origin = int(last.origins[0])
     history = prices.iloc[max(0, origin - 3 * windows.spec.horizon): origin]
     return plot_forecasts(history, next(iter(forecasts.values())), forecasts,

@@ -5,9 +5,7 @@ from pathlib import Path
 
 from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, SkipReason, sensor
 
-from forecast_core.checkpoints import checkpoint_revision, resolve_checkpoint
 from forecast_core.configs import retune_reason
-from forecast_core.kronos.forecaster import kronos_revision
 from forecast_core.forward import ForwardStore, drift_reason
 from forecast_core.store import StoreError
 from resources import PriceSourceResource, RetuneSettings, StorageResource
@@ -38,10 +36,6 @@ def price_source_sensor(context: SensorEvaluationContext, prices: PriceSourceRes
     )
 
 
-def _revision(source: str, revision: str) -> str:
-    return checkpoint_revision(resolve_checkpoint(source, revision or None))
-
-
 @sensor(job=tune_symbol_job, minimum_interval_seconds=600, default_status=DefaultSensorStatus.STOPPED)
 def stale_config_sensor(context: SensorEvaluationContext, storage: StorageResource, toto: TotoRuntime,
                         toto2: Toto2Runtime, kronos: KronosRuntime, retune: RetuneSettings):
@@ -52,9 +46,8 @@ def stale_config_sensor(context: SensorEvaluationContext, storage: StorageResour
     Run keys (symbol, last bar, revisions) make repeated evaluations idempotent while a tune is
     pending; the reason is in the run's ``retune_reason`` tag."""
     store, forward = storage.storage(), ForwardStore(storage.root)
-    revisions = {"toto": _revision(toto.source, toto.revision), "toto2": toto2.model_revision,
-                 "kronos": kronos_revision(resolve_checkpoint(kronos.source, kronos.revision or None),
-                                           resolve_checkpoint(kronos.tokenizer_source, kronos.tokenizer_revision or None))}
+    revisions = {name: runtime.pinned_revision() for name, runtime in (("toto", toto), ("toto2", toto2),
+                                                                        ("kronos", kronos))}
     requests = []
     for symbol in sorted(context.instance.get_dynamic_partitions(symbols_partitions.name)):
         try:

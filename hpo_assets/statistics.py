@@ -23,7 +23,7 @@ from forecast_core.store import StoreError
 from resources import StorageResource
 from resources.models import KronosRuntime, Toto2Runtime, TotoRuntime
 
-from .lib import METRICS_POOL, md_table
+from .lib import METRICS_POOL, table
 
 
 # One asset per table, keyed as dagster-dbt keys the dbt source tables that read them.
@@ -37,8 +37,11 @@ TABLE_KEYS = {name: AssetKey(["selection", name]) for name in TABLES}
              name="selection_statistics", pool=METRICS_POOL)
 def selection_statistics(context: AssetExecutionContext, storage: StorageResource, toto: TotoRuntime,
                          toto2: Toto2Runtime, kronos: KronosRuntime):
-    """StepM/SPA/MCS selection tests, pooled challengers, model choice against persistence, the test
-    report and pretraining-period flags for every symbol (no model weights are loaded)."""
+    """Selection tests for every symbol: StepM/SPA/MCS, pooled challengers, model choice.
+
+    Also the test report against the references and the pretraining-period flags; no model weights
+    are loaded (the runtimes only give each model's pretraining cutoff).
+    """
     store = storage.storage()
     try:
         store.check_metrics_db()
@@ -62,12 +65,12 @@ def selection_statistics(context: AssetExecutionContext, storage: StorageResourc
         "significant_vs_default": int(decisions["significant_vs_default"].fillna(False).sum()),
         "pooled_config_selected": int((decisions["selection_basis"] == "pooled").sum()),
         "persistence_wins": int((choice["winning_model"] == "persistence").sum()),
-        "decisions": md_table(decisions[["symbol", "model", "selection_basis", "p_value_vs_default",
-                                         "confidence_set_size", "selection_reason"]]),
-        "pooled_challengers": md_table(pooled[["model", "symbols", "p_value", "outcome"]]),
-        "model_choice": md_table(choice[["symbol", "winning_model", "choice_reason"]]),
-        "out_of_sample_test_windows": md_table(pretraining[["symbol", "model", "test_windows",
-                                                            "test_windows_out_of_sample", "statement"]]),
+        "decisions": table(decisions[["symbol", "model", "selection_basis", "p_value_vs_default",
+                                      "confidence_set_size", "selection_reason"]]),
+        "pooled_challengers": table(pooled[["model", "symbols", "p_value", "outcome"]]),
+        "model_choice": table(choice[["symbol", "winning_model", "choice_reason"]]),
+        "out_of_sample_test_windows": table(pretraining[["symbol", "model", "test_windows",
+                                                         "test_windows_out_of_sample", "statement"]]),
         "files": MetadataValue.json({name: str(store.selection_dir / f"{name}.parquet") for name in tables}),
     }
     for model, rows in pretraining.groupby("model"):

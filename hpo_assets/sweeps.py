@@ -1,6 +1,7 @@
 """Per-symbol sweeps: score configs on the validation and test windows and store every trial."""
 
 from dataclasses import asdict, dataclass
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
@@ -19,6 +20,7 @@ from forecast_core.budgets import (
 )
 from forecast_core.forecasters import BASELINES
 from forecast_core.forward import Forecast, forecast_with
+from forecast_core.labels import short_label
 from forecast_core.search import search_seed
 from forecast_core.store import Storage, TrialContext, trial_context
 from forecast_core.sweep import DrawPlan, SingleDraw, SweepResult, run_sweep, summarize
@@ -27,7 +29,15 @@ from forecast_core.windows import TEST, Layout, Windows, build_windows, plan_lay
 from resources import BacktestSettings, StorageResource
 from resources.models import KronosRuntime, Toto2Runtime, TotoRuntime
 
-from .lib import ACCELERATOR_OP_TAGS, ACCELERATOR_POOL, md_table, plot_forecasts, symbols_partitions
+from .lib import (
+    ACCELERATOR_OP_TAGS,
+    ACCELERATOR_POOL,
+    legend_label,
+    numbers,
+    plot_forecasts,
+    symbols_partitions,
+    table,
+)
 from .models import kronos_model, toto_model
 from .prices import price_history
 
@@ -68,16 +78,21 @@ class SymbolSweep:
         return run_sweep(self.store, sweep, self.ctx, self.windows, plans, progress=context.log.info)
 
     def summary(self, sweep: str, trials: list[Trial]) -> pd.DataFrame:
+        """Means per config, best on validation first, with each config's short label."""
         rows = self.store.read_trials(sweep, self.ctx.symbol)
-        return summarize(rows[rows["trial_key"].isin([self.ctx.key(t) for t in trials])])
+        summary = summarize(rows[rows["trial_key"].isin([self.ctx.key(t) for t in trials])])
+        labels = {t.name: short_label(t.model, t.knobs) for t in trials}
+        summary.insert(1, "config", summary["config_name"].map(labels))
+        return summary
 
     def last_test_window(self) -> Windows:
         return self.windows.select(np.flatnonzero(self.windows.splits == TEST)[-1:])
 
-    def plot(self, trials: dict[str, Trial], forecast: Forecast, title: str) -> MetadataValue:
+    def plot(self, trials: list[Trial], forecast: Forecast, title: str) -> MetadataValue:
         """Forecast (with 10-90% band) vs actual on the last test window, one line per config."""
         last = self.last_test_window()
-        forecasts = {label: last_window_forecast(last, forecast(trial, last), trial) for label, trial in trials.items()}
+        forecasts = {legend_label(trial.model, trial.knobs): last_window_forecast(last, forecast(trial, last), trial)
+                     for trial in trials}
         origin = int(last.origins[0])
         history = self.prices.iloc[max(0, origin - 3 * self.windows.spec.horizon): origin]
         return plot_forecasts(history, next(iter(forecasts.values())), forecasts, f"{self.ctx.symbol}: {title}")
@@ -89,18 +104,26 @@ class SymbolSweep:
             "layout": MetadataValue.json({**self.layout.as_dict(), "requested": self.layout.requested.as_dict()}),
             "layout_reason": self.layout.reason,
             "tunable": self.layout.tunable,
-            "history_bars": self.layout.bars,
-            "val_windows": evidence["n_val"],
-            "test_windows": evidence["n_test"],
-            "effective_val_windows": evidence["effective_val_windows"],
+            **numbers({"history_bars": self.layout.bars, "val_windows": evidence["n_val"],
+                       "test_windows": evidence["n_test"], "effective_val_windows": evidence["effective_val_windows"]}),
         }
 
-    def metadata(self, result: SweepResult, summary: pd.DataFrame) -> dict:
+    def metadata(self, result: SweepResult, summary: pd.DataFrame, references: Mapping[str, Trial]) -> dict:
+        """The leaderboard table and the headline numbers the Plots tab tracks across runs: trials
+        computed/skipped, the best config (on validation) and each reference config's MAE%
+        (``{name}_val_mae_pct``, ``{name}_test_mae_pct``; a config not scored is left out)."""
+        best = summary.iloc[0]
+        figures = {"trials_computed": len(result.computed), "trials_skipped": len(result.skipped),
+                   "draw_seconds": result.seconds, "best_val_mae_pct": best["val_mae_pct"],
+                   "best_test_mae_pct": best["test_mae_pct"], "best_seconds": best["seconds"]}
+        for name, trial in references.items():
+            row = summary[summary["config_name"] == trial.name]
+            for split in ("val", "test"):
+                figures[f"{name}_{split}_mae_pct"] = row[f"{split}_mae_pct"].iloc[0] if len(row) else None
         return {
-            "leaderboard": md_table(summary.head(25)),
-            "trials_computed": len(result.computed),
-            "trials_skipped": len(result.skipped),
-            "draw_seconds": round(result.seconds, 3),
+            "leaderboard": table(summary.head(25)),
+            **numbers(figures),
+            "best_config": best["config"],
             **self.layout_metadata(),
             "data_version": self.ctx.data_version,
             "model_revision": self.ctx.model_revision,
@@ -117,18 +140,27 @@ def _best(summary: pd.DataFrame, trials: list[Trial]) -> Trial:
     return by_name[summary.iloc[0]["config_name"]]
 
 
+def _default(trials: list[Trial]) -> dict[str, Trial]:
+    """The model's default config as the sweep's reference, when the sweep scored it."""
+    return {"default": t for t in trials if t.is_default}
+
+
 @asset(partitions_def=symbols_partitions, deps=[price_history], group_name="sweeps", kinds={"parquet"})
 def baseline_sweep(context: AssetExecutionContext, storage: StorageResource, backtest: BacktestSettings):
-    """Persistence, seasonal-naive, drift and a zero-drift random walk on the same windows the models are
-    scored on."""
+    """Baselines on the models' windows: persistence, seasonal naive, drift, random walk.
+
+    The references every model config is measured against (persistence for MAE%, the zero-drift
+    random walk for CRPS% and coverage).
+    """
     sweep = SymbolSweep.load(context, storage, backtest)
     if sweep.windows is None:
         return sweep.nothing_to_score(context)
     plans = [SingleDraw(BASELINES[name], [trial]) for name, trial in BASELINE_TRIALS.items()]
     result = sweep.run(context, "baseline", plans)
     summary = sweep.summary("baseline", list(BASELINE_TRIALS.values()))
-    plot = sweep.plot(dict(BASELINE_TRIALS), forecast_with(), "baselines, last test window")
-    return MaterializeResult(metadata={**sweep.metadata(result, summary), "last_test_window": plot})
+    plot = sweep.plot(list(BASELINE_TRIALS.values()), forecast_with(), "baselines, last test window")
+    references = {name: BASELINE_TRIALS[name] for name in ("persistence", "random_walk")}
+    return MaterializeResult(metadata={**sweep.metadata(result, summary, references), "last_test_window": plot})
 
 
 _TOTO = TotoBudget()
@@ -143,9 +175,10 @@ class TotoSweepConfig(Config):
        kinds={"pytorch", "parquet"}, pool=ACCELERATOR_POOL, op_tags=ACCELERATOR_OP_TAGS)
 def toto_sweep(context: AssetExecutionContext, config: TotoSweepConfig, toto: TotoRuntime,
                storage: StorageResource, backtest: BacktestSettings):
-    """Toto's num_samples x aggregation grid (plus default and guide presets), scored from one draw.
+    """Toto 1.0: num_samples x aggregation grid, scored from one draw per window.
 
-    A history too short to tune scores only the default config (compared with persistence).
+    The grid plus the default and the users' guide presets. A history too short to tune scores only
+    the default config (compared with persistence).
     """
     sweep = SymbolSweep.load(context, storage, backtest, toto.model_revision)
     if sweep.windows is None:
@@ -155,9 +188,9 @@ def toto_sweep(context: AssetExecutionContext, config: TotoSweepConfig, toto: To
     result = sweep.run(context, "toto", toto_plans(toto.forecaster, trials))
     reductions = toto.forecaster.reductions[seen_reductions:]
     summary = sweep.summary("toto", trials)
-    plot = sweep.plot({"toto best (val)": _best(summary, trials)}, forecast_with(toto=lambda: toto.forecaster),
-                      "Toto, last test window")
-    meta = sweep.metadata(result, summary)
+    plot = sweep.plot([_best(summary, trials)], forecast_with(toto=lambda: toto.forecaster),
+                      "Toto's best config on validation, last test window")
+    meta = sweep.metadata(result, summary, _default(trials))
     if reductions:
         meta["chunk_size_reductions"] = "; ".join(reductions)
     return MaterializeResult(metadata={**meta, "last_test_window": plot})
@@ -181,11 +214,11 @@ class Toto2SweepConfig(Config):
        pool=ACCELERATOR_POOL, op_tags=ACCELERATOR_OP_TAGS)
 def toto2_sweep(context: AssetExecutionContext, config: Toto2SweepConfig, toto2: Toto2Runtime,
                 storage: StorageResource, backtest: BacktestSettings):
-    """Toto 2.0: every listed checkpoint x context length x decoding x input variates, one forward pass
-    each, scoring every point rule over its 9 quantile levels.
+    """Toto 2.0: checkpoint x context x decoding x variates, one forward pass each.
 
-    A history too short to tune scores only the default config (first checkpoint, all the context, one
-    pass, close only, median), compared with persistence.
+    Every listed checkpoint, context length, decoding and input variates, scoring every point rule
+    over the 9 quantile levels. A history too short to tune scores only the default config (first
+    checkpoint, all the context, one pass, close only, median), compared with persistence.
     """
     budget = Toto2Budget(**config.model_dump())  # refuses unknown variates
     sweep = SymbolSweep.load(context, storage, backtest, toto2.model_revision)
@@ -195,10 +228,10 @@ def toto2_sweep(context: AssetExecutionContext, config: Toto2SweepConfig, toto2:
     trials = [t for plan in plans for group in plan.trials for t in group]
     result = sweep.run(context, "toto2", plans)
     summary = sweep.summary("toto2", trials)
-    plot = sweep.plot({"toto2 best (val)": _best(summary, trials)}, forecast_with(toto2=toto2.model),
-                      "Toto 2.0, last test window")
-    return MaterializeResult(metadata={**sweep.metadata(result, summary), "checkpoints": MetadataValue.json(
-        toto2.labels), "last_test_window": plot})
+    plot = sweep.plot([_best(summary, trials)], forecast_with(toto2=toto2.model),
+                      "Toto 2.0's best config on validation, last test window")
+    return MaterializeResult(metadata={**sweep.metadata(result, summary, _default(trials)),
+                                       "checkpoints": MetadataValue.json(toto2.labels), "last_test_window": plot})
 
 
 _KRONOS = KronosBudget()
@@ -224,7 +257,7 @@ class KronosSweepConfig(Config):
        kinds={"pytorch", "parquet"}, pool=ACCELERATOR_POOL, op_tags=ACCELERATOR_OP_TAGS)
 def kronos_sweep(context: AssetExecutionContext, config: KronosSweepConfig, kronos: KronosRuntime,
                  storage: StorageResource, backtest: BacktestSettings):
-    """Kronos: upstream default + guide presets, then TPE proposals promoted by successive halving.
+    """Kronos: default, guide presets and TPE proposals promoted by successive halving.
 
     A history too short to tune scores only the default config (compared with persistence).
     """
@@ -244,7 +277,8 @@ def kronos_sweep(context: AssetExecutionContext, config: KronosSweepConfig, kron
     result = sweep.run(context, "kronos", plans)
     summary = sweep.summary("kronos", trials)
     best = _best(summary, trials)
-    plot = sweep.plot({"kronos best (val)": best}, forecast_with(kronos=lambda: forecaster), "Kronos, last test window")
+    plot = sweep.plot([best], forecast_with(kronos=lambda: forecaster),
+                      "Kronos's best config on validation, last test window")
     search = pd.DataFrame([{**asdict(c), "rung_val_mae_pct": s} for c, s in trace])
-    return MaterializeResult(metadata={**sweep.metadata(result, summary), "search_trace": md_table(search),
-                                       "last_test_window": plot})
+    return MaterializeResult(metadata={**sweep.metadata(result, summary, _default(trials)),
+                                       "search_trace": table(search), "last_test_window": plot})

@@ -159,6 +159,10 @@ class TotoRuntime(_ResidentModel):
     dtype: str = Field(default="float32", description="float32 | bfloat16 | float16")
     samples_per_batch: int = Field(default=DEFAULT_SAMPLES_PER_BATCH, description="sample chunk size: memory/speed only, never results")
 
+    def pinned_revision(self) -> str:
+        """The revision ``model_revision`` will report, found without loading the weights."""
+        return checkpoint_revision(resolve_checkpoint(self.source, self.revision or None))
+
     def _load(self) -> None:
         directory = resolve_checkpoint(self.source, self.revision or None)
         model = load_toto(directory, device=claim_device(self.device), dtype=resolve_dtype(self.dtype))
@@ -183,6 +187,11 @@ class KronosRuntime(_ResidentModel):
     tokenizer_revision: str = Field(default="", description="tokenizer commit to pin")
     device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N")
     max_rows: int = Field(default=2048, description="rows decoded together: memory/speed only, never results")
+
+    def pinned_revision(self) -> str:
+        """The revision ``model_revision`` will report, found without loading the weights."""
+        return kronos_revision(resolve_checkpoint(self.source, self.revision or None),
+                               resolve_checkpoint(self.tokenizer_source, self.tokenizer_revision or None))
 
     def _load(self) -> None:
         model_dir = resolve_checkpoint(self.source, self.revision or None)
@@ -271,6 +280,9 @@ class Toto2Runtime(_Pretrained):
                       for label, source in zip(self.labels, self.checkpoints)}
             self._revision = ";".join(f"{label}@{checkpoint_revision(path)}" for label, path in pinned.items())
         return self._revision
+
+    def pinned_revision(self) -> str:
+        return self.model_revision  # never loads weights
 
     def cutoff(self, symbol: str) -> Cutoff:
         """The latest pretraining cutoff among the checkpoints (unknown if any is): a window counts as

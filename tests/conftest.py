@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from tests.synthetic import make_prices
@@ -40,10 +38,6 @@ def csv_dir(tmp_path):
 
 
 TINY_BACKTEST = {"horizon": 16, "n_val": 3, "n_test": 2, "context": 64}
-
-
-def pytest_configure(config):
-    os.environ.setdefault("TQDM_DISABLE", "1")
 
 
 @pytest.fixture(scope="session")

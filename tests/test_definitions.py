@@ -30,6 +30,15 @@ EXPECTED_GRAPH = {
     "toto_model": set(),
     "kronos_model": set(),
 }
+GROUPS = {
+    "prices": {"price_history"},
+    "sweeps": {"baseline_sweep", "toto_sweep", "toto2_sweep", "kronos_sweep"},
+    "models": {"toto_model", "kronos_model"},
+    "metrics": {"stg_trials", "leaderboard", "pareto_front", "forward_report"},  # dbt aggregation
+    "selection": {*(f"selection/{table}" for table in TABLES), "best_configs", "test_report", "model_choice",
+                  "pooled_challengers", "window_pretraining", "selected_configs"},
+    "scorecard": {"forward_scores"},
+}
 PARTITIONED = {"price_history", "baseline_sweep", "toto_sweep", "toto2_sweep", "kronos_sweep", "selected_configs",
                "forward_scores"}
 
@@ -42,6 +51,21 @@ def test_asset_graph_snapshot():
         node = graph.get(AssetKey.from_user_string(name))
         assert {p.to_user_string() for p in node.parent_keys} == parents, name
         assert (node.partitions_def is not None) == (name in PARTITIONED), name
+
+
+def test_every_asset_sits_in_a_named_group_with_a_short_description():
+    """The UI lists assets by group and shows a description's first line beside each."""
+    graph = defs.resolve_asset_graph()
+    groups = {}
+    for key in graph.get_all_asset_keys():
+        groups.setdefault(graph.get(key).group_name, set()).add(key.to_user_string())
+    assert groups == GROUPS
+    for key in graph.get_all_asset_keys():
+        description = defs.get_assets_def(key).specs_by_key[key].description
+        first_line = (description or "").strip().splitlines()[0] if description else ""
+        assert 0 < len(first_line) <= 100, (key.to_user_string(), first_line)
+    for name in ("toto_model", "kronos_model"):  # never materialised is fine: the sweeps run eager
+        assert defs.get_assets_def(name).specs_by_key[AssetKey(name)].description.startswith("Optional:"), name
 
 
 def test_price_checks_and_jobs_are_defined():

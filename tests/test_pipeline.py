@@ -69,7 +69,8 @@ def test_concurrent_partitions_then_dbt_build(tmp_path, csv_dir, dagster_home):
     assert again.success
     sweep_meta = again.asset_materializations_for_node("baseline_sweep")[0].metadata
     assert sweep_meta["trials_computed"].value == 0 and sweep_meta["trials_skipped"].value == len(BASELINE_TRIALS)
-    assert "last_test_window" in sweep_meta and "persistence" in sweep_meta["leaderboard"].value
+    board_models = {record.data["model"] for record in sweep_meta["leaderboard"].records}
+    assert "last_test_window" in sweep_meta and "persistence" in board_models
     assert materialize([dbt_metrics], instance=instance, resources=resources).success
     assert sorted(_trial_rows(storage / "metrics.duckdb")) == sorted(rows)
 

@@ -9,7 +9,7 @@ from dagster import AssetKey, DagsterInstance, materialize
 from forecast_core.configs import read_config
 from forecast_core.files import atomic_write_parquet
 from hpo_assets.lib import register_symbols
-from hpo_assets.metrics import metrics_assets
+from hpo_assets.metrics import dbt_metrics, dbt_selection_marts, metrics_assets
 from hpo_assets.prices import price_history
 from hpo_assets.selection import selected_configs
 from hpo_assets.sweeps import baseline_sweep, kronos_sweep, toto2_sweep, toto_sweep
@@ -29,6 +29,42 @@ SYMBOLS = ["AAA", "BBB"]
 
 def _computed(result, asset: str) -> int:
     return result.asset_materializations_for_node(asset)[0].metadata["trials_computed"].value
+
+
+def _column_docs_mismatch(db) -> dict[str, tuple[list[str], list[str]]]:
+    """Per dbt model: (built columns schema.yml does not describe, described columns not built); the UI's
+    Columns tab shows these descriptions."""
+    import duckdb
+
+    mismatch = {}
+    with duckdb.connect(str(db), read_only=True) as con:
+        for assets_def in (dbt_metrics, dbt_selection_marts):
+            for key, spec in assets_def.specs_by_key.items():
+                schema = spec.metadata.get("dagster/column_schema")  # dagster-dbt's, from schema.yml
+                described = {c.name for c in schema.columns if c.description} if schema else set()
+                built = {row[0] for row in con.execute(f"describe {key.path[-1]}").fetchall()}
+                if built != described:
+                    mismatch[key.to_user_string()] = (sorted(built - described), sorted(described - built))
+    return mismatch
+
+
+def _assert_selection_numbers(meta, best: dict, documents: dict) -> None:
+    """selected_configs' numeric metadata (the Plots tab's series) and table agree with the files written;
+    both are the files' values rounded to 5 significant digits (1e-4 relative)."""
+    from dagster import FloatMetadataValue, IntMetadataValue
+
+    rows = {r.data["model"]: r.data for r in meta["selected"].records}
+    assert set(rows) == set(documents)
+    for model, document in documents.items():
+        persistence = document["metadata"]["baselines_on_test"]["persistence_mae_pct"]
+        expected = {"val_mae_pct": document["validation"]["mae_pct"], "test_mae_pct": document["test"]["mae_pct"],
+                    "test_ratio_to_persistence": document["test"]["mae_pct"] / persistence}
+        for name, value in expected.items():
+            assert isinstance(meta[f"{model}_{name}"], FloatMetadataValue), (model, name)
+            assert meta[f"{model}_{name}"].value == pytest.approx(value, rel=1e-4) == rows[model][name], (model, name)
+        assert meta[f"{model}_val_windows"].value == document["validation"]["windows"] == rows[model]["val_windows"]
+    assert isinstance(meta["winner_is_model"], IntMetadataValue)
+    assert meta["winner_is_model"].value == (0 if best["metadata"]["baseline"] else 1)
 
 
 def _selected(db) -> dict:
@@ -57,8 +93,12 @@ def test_tune_select_resume_and_never_read_test(tmp_path, csv_dir, random_checkp
         # preset and one TPE promotion, each 4 samples x 2 aggregations (capped)
         assert [_computed(first, a) for a in ("toto_sweep", "toto2_sweep", "kronos_sweep")] == [10, 16, 7]
     assert materialize(metrics_assets(), instance=instance, resources=resources).success
+    assert _column_docs_mismatch(tmp_path / "st" / "metrics.duckdb") == {}
+    selection_meta = {}
     for symbol in SYMBOLS:
-        assert materialize([selected_configs], partition_key=symbol, instance=instance, resources=resources).success
+        written = materialize([selected_configs], partition_key=symbol, instance=instance, resources=resources)
+        assert written.success
+        selection_meta[symbol] = written.asset_materializations_for_node("selected_configs")[0].metadata
 
     root = tmp_path / "st" / "hyperparams"
     for symbol in SYMBOLS:
@@ -77,6 +117,8 @@ def test_tune_select_resume_and_never_read_test(tmp_path, csv_dir, random_checkp
         assert kronos["pretraining"]["statement"].startswith("every test window (2) is inside the pretraining period")
         assert all(set(by_metric) == {"all"} for by_metric in
                    (m for ref in kronos["baselines_on_test"]["selected_vs"].values() for m in ref.values()))
+        _assert_selection_numbers(selection_meta[symbol], best, {m: read_config(root / m / f"{symbol}.json", m)
+                                                                 for m in ("toto", "toto2", "kronos")})
         if best["model"] in ("persistence", "random_walk"):  # no model beat persistence on validation
             assert best["config_path"] is None and best["metadata"]["baseline"] and best["metadata"]["reason"]
         else:

@@ -1,7 +1,7 @@
 """The UI path: a real `dagster-webserver` on loopback, driven only through its GraphQL API.
 
-What a user does in the UI (add a symbol, materialise prices and the baseline sweep for it, read the
-sweep's leaderboard) must work end to end: the webserver loads workspace.yaml, the instance's
+What a user does in the UI (add a symbol, materialise prices and the baseline sweep for it, sort the
+sweep's leaderboard table, chart its headline numbers in the Plots tab) must work end to end: the webserver loads workspace.yaml, the instance's
 DefaultRunLauncher starts the run worker, the code location's multiprocess executor runs the steps.
 """
 
@@ -144,7 +144,9 @@ query($path: [String!]!, $partition: String!) {
         label __typename
         ... on MarkdownMetadataEntry { mdStr }
         ... on IntMetadataEntry { intValue }
+        ... on FloatMetadataEntry { floatValue }
         ... on TextMetadataEntry { text }
+        ... on TableMetadataEntry { table { records schema { columns { name type description } } } }
       }
     } }
   }
@@ -160,8 +162,7 @@ def webserver(tmp_path):
     (home / "dagster.yaml").write_text(DAGSTER_YAML)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HPO_", "DAGSTER_"))}
     env.update(DAGSTER_HOME=str(home), HPO_STORAGE_DIR=str(tmp_path / "storage"),
-               HPO_HYPERPARAMS_DIR=str(tmp_path / "hyperparams"), HPO_PRICE_SOURCE="embedded",
-               TQDM_DISABLE="1")
+               HPO_HYPERPARAMS_DIR=str(tmp_path / "hyperparams"), HPO_PRICE_SOURCE="embedded")
     port = _free_port()
     log = tmp_path / "webserver.log"
     with log.open("w") as out:
@@ -246,10 +247,37 @@ def test_materialise_sweep_through_webserver_graphql(webserver):
     [event] = sweep["assetMaterializations"]
     assert event["runId"] == run_id and event["partition"] == SYMBOL
     meta = {e["label"]: e for e in event["metadataEntries"]}
-    board = meta["leaderboard"]
-    assert board["__typename"] == "MarkdownMetadataEntry", board
-    header = board["mdStr"].splitlines()[0]
-    assert "config_name" in header, board["mdStr"][:500]
-    assert all(name in board["mdStr"] for name in ("persistence", "seasonal_naive", "drift", "random_walk")), board["mdStr"]
-    assert meta["trials_computed"]["intValue"] == len(BASELINE_TRIALS) and meta["trials_skipped"]["intValue"] == 0
+    _assert_leaderboard_table(meta["leaderboard"])
+    _assert_headline_numbers(meta, [json.loads(r) for r in meta["leaderboard"]["table"]["records"]])
     assert meta["last_test_window"]["mdStr"].startswith("![")  # the forecast plot travels as inline PNG
+
+
+def _assert_leaderboard_table(board: dict) -> None:
+    """A sortable table: typed, described columns and one record per baseline, best validation MAE% first."""
+    assert board["__typename"] == "TableMetadataEntry", board
+    columns = {c["name"]: c for c in board["table"]["schema"]["columns"]}
+    assert {"model", "config", "config_name", "val_mae_pct", "test_mae_pct", "val_windows"} <= set(columns), columns
+    assert (columns["model"]["type"], columns["val_mae_pct"]["type"], columns["val_windows"]["type"]) == (
+        "string", "float", "int")
+    assert all(c["description"] for c in columns.values()), columns  # the table header explains each column
+    records = [json.loads(r) for r in board["table"]["records"]]
+    assert sorted(r["model"] for r in records) == sorted(BASELINE_TRIALS), records
+    assert set(records[0]) == set(columns)
+    val = [r["val_mae_pct"] for r in records]
+    assert all(isinstance(v, float) and v > 0 for v in val) and val == sorted(val), val
+
+
+def _assert_headline_numbers(meta: dict, records: list[dict]) -> None:
+    """Numeric entries (what the Plots tab charts across runs) that agree with the table's rows.
+
+    Both are rounded to 5 significant digits from the same values, so they agree to 1e-4 relative."""
+    assert meta["trials_computed"]["__typename"] == "IntMetadataEntry"
+    assert meta["trials_computed"]["intValue"] == len(BASELINE_TRIALS) and meta["trials_skipped"]["intValue"] == 0
+    by_model = {r["model"]: r for r in records}
+    expected = {"best_val_mae_pct": records[0]["val_mae_pct"], "best_test_mae_pct": records[0]["test_mae_pct"],
+                **{f"{model}_{split}_mae_pct": by_model[model][f"{split}_mae_pct"]
+                   for model in ("persistence", "random_walk") for split in ("val", "test")}}
+    for label, value in expected.items():
+        assert meta[label]["__typename"] == "FloatMetadataEntry", meta[label]
+        assert meta[label]["floatValue"] == pytest.approx(value, rel=1e-4), label
+    assert meta["val_windows"]["intValue"] == by_model["persistence"]["val_windows"] > 0
