@@ -17,7 +17,7 @@ UPSTREAM_KRONOS := kronos-model-arch==0.1.0 einops==0.8.2
 UPSTREAM_TOTO2 := toto-2==2.0.0 dd-unit-scaling==0.1.0 unit-scaling==0.3.5 einops==0.8.2 jaxtyping==0.3.11 \
 	wadler-lindig==0.1.8 toolz==1.2.0 gluonts==0.16.2
 
-.PHONY: demo test dev validate clean
+.PHONY: demo test dev validate clean screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,11 @@ test: $(VENV)/.installed .upstream/.installed
 dev: $(VENV)/.installed
 	mkdir -p "$(DAGSTER_HOME)"
 	$(BIN)/dagster dev -w workspace.yaml
+
+# The README's UI screenshots (docs/ui-*.png): a demo instance in a temp folder, the real webserver,
+# headless Chromium (apt-get install chromium). SCREENSHOT_ARGS=--reuse skips re-running the demo.
+screenshots: $(VENV)/.installed
+	$(BIN)/python scripts/ui_screenshots.py $(SCREENSHOT_ARGS)
 
 validate: $(VENV)/.installed
 	$(BIN)/dagster definitions validate -w workspace.yaml
