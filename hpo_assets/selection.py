@@ -98,8 +98,12 @@ def selected_configs(context: AssetExecutionContext, storage: StorageResource, b
     selected = pd.DataFrame([_summary(m, d) for m, d in documents.items()])
     metadata = {
         "winner": best["model"] if best else "none",
-        "winner_reason": best["metadata"]["reason"] if best else "no windows to compare the models on",
-        "selected": table(selected),
+        "winner_reason": MetadataValue.md(best["metadata"]["reason"] if best else
+                                          "no windows to compare the models on"),
+        # the figures first, so they are on screen; the long names and reasons below the table
+        "selected": table(selected.drop(columns=["config_name", "selection_reason"])),
+        "selection_reasons": MetadataValue.md("\n".join(
+            f"- **{row.model}** `{row.config_name}`: {row.selection_reason}" for row in selected.itertuples())),
         "tuned": layout.tunable,
         "layout_reason": layout.reason,
         **numbers({"val_windows": layout.evidence()["n_val"], "test_windows": layout.evidence()["n_test"],

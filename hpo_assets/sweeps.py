@@ -121,7 +121,8 @@ class SymbolSweep:
             for split in ("val", "test"):
                 figures[f"{name}_{split}_mae_pct"] = row[f"{split}_mae_pct"].iloc[0] if len(row) else None
         return {
-            "leaderboard": table(summary.head(25)),
+            # the full config name last: the short label says the same and keeps the figures on screen
+            "leaderboard": table(summary.head(25)[[*summary.columns.drop("config_name"), "config_name"]]),
             **numbers(figures),
             "best_config": best["config"],
             **self.layout_metadata(),

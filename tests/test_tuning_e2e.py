@@ -63,6 +63,9 @@ def _assert_selection_numbers(meta, best: dict, documents: dict) -> None:
             assert isinstance(meta[f"{model}_{name}"], FloatMetadataValue), (model, name)
             assert meta[f"{model}_{name}"].value == pytest.approx(value, rel=1e-4) == rows[model][name], (model, name)
         assert meta[f"{model}_val_windows"].value == document["validation"]["windows"] == rows[model]["val_windows"]
+    reasons = meta["selection_reasons"].value  # the long names and reasons, below the table
+    assert all(f"**{m}** `{d['config']['name']}`: {d['metadata']['selection']['reason']}" in reasons
+               for m, d in documents.items())
     assert isinstance(meta["winner_is_model"], IntMetadataValue)
     assert meta["winner_is_model"].value == (0 if best["metadata"]["baseline"] else 1)
 
