@@ -76,18 +76,23 @@ def evaluate(model: TotoModel, spec: WindowSpec, num_samples: int = 256) -> dict
     return {k: float(np.concatenate(v).mean()) for k, v in scores.items()}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("forecast_core/weights/toto-tiny"))
-    parser.add_argument("--steps", type=int, default=600)
+def training_run(description: str, out: str, steps: int, lr: float) -> tuple[argparse.Namespace, np.random.Generator]:
+    """The tiny scripts' shared command line (``--out --steps --batch-size --lr --seed``, these defaults)
+    and their deterministic start: one CPU thread, torch seeded; returns the arguments and the crop RNG."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path(out))
+    parser.add_argument("--steps", type=int, default=steps)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--lr", type=float, default=lr)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
+    return args, np.random.default_rng(args.seed)
+
+
+def main() -> None:
+    args, rng = training_run(__doc__, "forecast_core/weights/toto-tiny", steps=600, lr=3e-3)
     series = training_series(SPEC)
     model = TotoModel(TINY)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)

@@ -20,9 +20,7 @@ persistence.
 
 from __future__ import annotations
 
-import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -35,7 +33,7 @@ from forecast_core.toto2.model import MEDIAN, ScaledLinear, causal_patch_scaler
 from forecast_core.windows import TEST, WindowSpec, build_windows
 # The same data cut (bars before each symbol's first validation origin) and crop augmentation as
 # toto-tiny; this script runs from scripts/, where that one lives.
-from train_tiny_toto import sample_batch, training_series
+from train_tiny_toto import sample_batch, training_run, training_series
 
 SPEC = WindowSpec(horizon=64, n_val=8, n_test=8, context=512)
 PATCH = 16
@@ -88,17 +86,7 @@ def evaluate(model: Toto2Model, spec: WindowSpec) -> dict[str, dict[str, float]]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("forecast_core/weights/toto2-tiny"))
-    parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=1e-2)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-
-    torch.set_num_threads(1)
-    torch.manual_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
+    args, rng = training_run(__doc__, "forecast_core/weights/toto2-tiny", steps=2000, lr=1e-2)
     series = training_series(SPEC)
     model = Toto2Model(TINY)
     unit_scale_init(model)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import datetime as dt
 import json
 from pathlib import Path
@@ -63,7 +64,7 @@ def _script_rule(script: Path) -> WindowSpec:
                 and any(isinstance(t, ast.Name) and t.id == "SPEC" for t in node.targets))
     assert isinstance(spec, ast.Call) and spec.func.id == "WindowSpec" and not spec.args
     source = script.read_text()
-    if "from train_tiny_toto import sample_batch, training_series" in source:  # the cut of toto-tiny's script
+    if re.search(r"^from train_tiny_toto import .*\btraining_series\b", source, re.M):  # toto-tiny's cut
         source = (script.parent / "train_tiny_toto.py").read_text()
     assert "build_windows(frame, " in source and "[:first_origin]" in source  # the rule the JSON dates follow
     return WindowSpec(**{k.arg: ast.literal_eval(k.value) for k in spec.keywords})
