@@ -15,9 +15,9 @@ import pandas as pd
 from .configs import MODELS, ConfigFileError, config_path, read_config
 from .forward import DriftPolicy, drift_reason
 from .labels import short_label
+from .selection import BASELINE_WINNERS as BASELINES
 
 KINDS = (*MODELS, "best")  # the config files stored per symbol
-BASELINES = ("persistence", "random_walk")
 ROW_ORDER = (*BASELINES, *MODELS)  # the rows of a symbol's table
 
 # Each model's selected config (best_configs) and the two baselines (leaderboard), with persistence's
@@ -32,7 +32,7 @@ _SELECTED_SQL = """
         union all
         select symbol, model, config_name, config_json, val_mae_pct, test_mae_pct, val_windows, test_windows,
                null, null, null, null, null, seconds_per_forecast
-        from leaderboard where model in ('persistence', 'random_walk')
+        from leaderboard where list_contains($baselines, model)
     )
     select c.*, c.test_mae_pct / nullif(p.test_mae_pct, 0) as test_vs_persistence,
            m.winning_model = c.model as winner
@@ -78,7 +78,10 @@ def frame_records(frame: pd.DataFrame) -> list[dict]:
 
 def _records(con: duckdb.DuckDBPyConnection, sql: str, symbols: list[str] | None) -> list[dict]:
     params = {"every": symbols is None, "symbols": list(symbols or [])}
-    cursor = con.execute(sql, {**params, "order": list(ROW_ORDER)} if "$order" in sql else params)
+    for name, value in (("order", ROW_ORDER), ("baselines", BASELINES)):
+        if f"${name}" in sql:
+            params[name] = list(value)
+    cursor = con.execute(sql, params)
     names = [column[0] for column in cursor.description]
     return [{k: v if isinstance(v, list) else _clean(v) for k, v in zip(names, row)} for row in cursor.fetchall()]
 

@@ -20,6 +20,8 @@ from .data import data_version, validate_symbol
 from .store import StoreError
 from .windows import LAYOUT_FIELDS, Layout
 
+BASELINE_WINNERS = ("persistence", "random_walk")  # the baselines that can win a symbol; every report shows them
+
 SEARCH_METHODS = {"toto": "grid (num_samples x aggregation, one draw)",
                   "toto2": "grid (checkpoint x context x decoding x variates, one forward pass each; point rules)",
                   "kronos": "default + guide presets, TPE proposals with successive halving"}
@@ -99,7 +101,7 @@ def model_documents(con: duckdb.DuckDBPyConnection, symbol: str, model_ids: dict
     tests = _rows(con, "select * from test_report where symbol = ?", [symbol])
     board = {r["config_hash"]: r for r in _rows(con, "select * from leaderboard where symbol = ?", [symbol])}
     names = {h: r["config_name"] for h, r in board.items()}
-    references = {r["model"]: r for r in board.values() if r["model"] in ("persistence", "random_walk")}
+    references = {r["model"]: r for r in board.values() if r["model"] in BASELINE_WINNERS}
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     documents = {}
     for row in selected:
@@ -174,8 +176,6 @@ def default_document(symbol: str, trial: Trial, runtime_knobs: dict, layout: Lay
         },
     }
 
-
-BASELINE_WINNERS = ("persistence", "random_walk")
 
 
 def best_document(con: duckdb.DuckDBPyConnection, symbol: str, documents: dict[str, dict]) -> dict | None:

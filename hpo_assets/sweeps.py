@@ -22,6 +22,7 @@ from forecast_core.forecasters import BASELINES
 from forecast_core.forward import Forecast, forecast_with
 from forecast_core.labels import short_label
 from forecast_core.search import search_seed
+from forecast_core.selection import BASELINE_WINNERS
 from forecast_core.store import Storage, TrialContext, trial_context
 from forecast_core.sweep import DrawPlan, SingleDraw, SweepResult, run_sweep, summarize
 from forecast_core.tuning import toto_plans
@@ -160,7 +161,7 @@ def baseline_sweep(context: AssetExecutionContext, storage: StorageResource, bac
     result = sweep.run(context, "baseline", plans)
     summary = sweep.summary("baseline", list(BASELINE_TRIALS.values()))
     plot = sweep.plot(list(BASELINE_TRIALS.values()), forecast_with(), "baselines, last test window")
-    references = {name: BASELINE_TRIALS[name] for name in ("persistence", "random_walk")}
+    references = {name: BASELINE_TRIALS[name] for name in BASELINE_WINNERS}
     return MaterializeResult(metadata={**sweep.metadata(result, summary, references), "last_test_window": plot})
 
 
