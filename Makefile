@@ -8,7 +8,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export HPO_STORAGE_DIR ?= $(CURDIR)/storage
 
 # Upstream packages, only for the parity tests: installed without their exact pins into their own
-# folders (never into .venv), imported from there by tests/upstream_*.py.
+# folders (never into .venv), imported from there by benchmarks/upstream/*.py.
 UPSTREAM_TOTO := toto-ts==0.2.0 rotary-embedding-torch==0.8.6 jaxtyping==0.3.11 wadler-lindig==0.1.8 \
 	toolz==1.2.0 gluonts==0.16.2 einops==0.8.2 scipy==1.17.1
 UPSTREAM_KRONOS := kronos-model-arch==0.1.0 einops==0.8.2

@@ -9,7 +9,7 @@
    (``refresh_every=1``) vs the fast path, on the embedded data.
 
 Each measurement runs in its own process so its peak RSS is its own. Upstream must be installed for
-section 1 (see tests/upstream_kronos.py); otherwise that section is skipped.
+section 1 (see benchmarks/upstream/kronos.py); otherwise that section is skipped.
 
     .venv/bin/python benchmarks/bench_kronos.py [--threads N]
 """
@@ -43,7 +43,7 @@ def _setup(threads: int):
 
 
 def _frame():
-    from tests.synthetic import make_prices
+    from forecast_core.synthetic import make_prices
 
     return make_prices(CONTEXT, seed=1)
 
@@ -57,7 +57,7 @@ def run_upstream(threads: int, seed: int) -> dict:
     import pandas as pd
 
     from forecast_core.windows import future_calendar
-    from tests.upstream_kronos import random_pair, upstream_module
+    from benchmarks.upstream.kronos import random_pair, upstream_module
 
     up_model, up_tok, _, _ = random_pair(0, MINI_MODEL, MINI_TOKENIZER)
     frame = _frame()
@@ -78,7 +78,7 @@ def run_ours(threads: int, seed: int, upstream_order: bool) -> dict:
     torch = _setup(threads)
     import forecast_core.kronos.forecaster as kf
     from forecast_core.kronos.forecaster import KronosForecaster, KronosSamplingConfig, frame_to_batch
-    from tests.upstream_kronos import random_pair
+    from benchmarks.upstream.kronos import random_pair
 
     _, _, model, tok = random_pair(0, MINI_MODEL, MINI_TOKENIZER)  # the weights run_upstream uses
     seen = []
@@ -104,7 +104,7 @@ def sweep_configs():
 def run_configs(threads: int, together: bool) -> dict:
     _setup(threads)
     from forecast_core.kronos.forecaster import KronosForecaster, frame_to_batch
-    from tests.upstream_kronos import random_ours
+    from benchmarks.upstream.kronos import random_ours
 
     model, tok = random_ours(0, MINI_MODEL, MINI_TOKENIZER)
     forecaster = KronosForecaster(model, tok, max_rows=4096)
@@ -125,7 +125,7 @@ def run_call_cost(threads: int) -> dict:
     from dataclasses import replace
 
     from forecast_core.kronos.forecaster import KronosForecaster, frame_to_batch
-    from tests.upstream_kronos import random_ours
+    from benchmarks.upstream.kronos import random_ours
 
     model, tok = random_ours(0, MINI_MODEL, MINI_TOKENIZER)
     forecaster = KronosForecaster(model, tok, max_rows=4096)
@@ -171,7 +171,7 @@ def main() -> None:
     parser.add_argument("--slide-samples", type=int, default=16)
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
-    from tests.upstream_kronos import SKIP_REASON, upstream_module
+    from benchmarks.upstream.kronos import SKIP_REASON, upstream_module
 
     print(f"torch threads {args.threads}; mini-size random config: {MINI_MODEL} / tokenizer d 256, 4+4 layers")
     print(f"\n[1] upstream KronosPredictor vs ours: context {CONTEXT}, H {HORIZON}, {SAMPLES} samples, "

@@ -38,7 +38,7 @@ def child(out: Path) -> None:
     from forecast_core.kronos.forecaster import KronosForecaster, KronosSamplingConfig, load_kronos
     from forecast_core.toto import TotoForecaster, load_toto
     from forecast_core.windows import WindowSpec, build_windows
-    from tests.synthetic import make_prices
+    from forecast_core.synthetic import make_prices
 
     windows = build_windows(make_prices(1000, seed=11), WindowSpec(horizon=64, n_val=4, n_test=4, context=448), "X")
     batch, level = windows.batch, np.abs(windows.batch.column("close")).max(axis=1)[:, None, None]

@@ -2,7 +2,7 @@
 
 Prints measured seconds (best of ``--repeats`` for ours, one run for upstream: it is slow),
 the grid-vs-single-forecast cost, and the peak resident memory of an 8192-sample forecast
-(measured in a fresh child process). Needs upstream in ``.upstream/toto`` (tests/upstream_toto.py).
+(measured in a fresh child process). Needs upstream in ``.upstream/toto`` (benchmarks/upstream/toto.py).
 
     .venv/bin/python benchmarks/bench_toto.py [--threads 1]
 """
@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from forecast_core.forecasters import PRICE_COLUMNS, ContextBatch  # noqa: E402
 from forecast_core.toto import TotoConfig, TotoForecaster, TotoModel  # noqa: E402
-from tests import upstream_toto  # noqa: E402
+from benchmarks.upstream import toto as upstream_toto  # noqa: E402
 
 FULL = TotoConfig(spacewise_first=False)  # Toto-Open-Base-1.0's published config
 CONTEXT, SAMPLES, SEED = 512, 256, 0

@@ -25,7 +25,7 @@ lists the sizes: 4M, 22M, 313M, 1B, 2.5B), and nothing here reaches the Hub, so 
 below are STAND-INS of the advertised parameter counts (d_model, layers and heads chosen to land
 there; patch 32 as third-party docs state for Toto 2.0; alternating time/variate layers), not the
 published shapes. Pass ``--config path/to/config.json`` to benchmark a real one. Weights are random
-unit-scale draws (as in tests/test_toto2_parity.py) so every block moves the output.
+unit-scale draws (as in tests/parity/test_toto2_parity.py) so every block moves the output.
 
 Peak memory: tracemalloc does not see torch's allocations, so each (implementation, context, mode)
 call runs once more in a fresh child process (same threads): the model is built, one warm-up call
@@ -40,7 +40,7 @@ few MiB of it can be allocator or lazily loaded code, so small shapes read as a 
 
 ``--quick``: a tiny shape, 2 windows, context 512 only, 1 repeat, single pass and one-patch blocks
 (a smoke test, < 60 s).
-Needs upstream in ``.upstream/toto2`` (tests/upstream_toto2.py).
+Needs upstream in ``.upstream/toto2`` (benchmarks/upstream/toto2.py).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from forecast_core.forecasters import PRICE_COLUMNS, ContextBatch  # noqa: E402
 from forecast_core.toto2 import Toto2Config, Toto2Forecaster, Toto2Model  # noqa: E402
-from tests import upstream_toto2  # noqa: E402
+from benchmarks.upstream import toto2 as upstream_toto2  # noqa: E402
 
 SEED = 0
 CAP_K = 1e4  # upstream GluonTS predictor's default quantile_real_cap_k; our forecaster's default
@@ -94,7 +94,7 @@ def random_model(config: Toto2Config, seed: int = SEED) -> Toto2Model:
     torch.manual_seed(seed)
     model = Toto2Model(config).eval()
     with torch.no_grad():
-        for p in model.parameters():  # unit-scale weights (u-muP), as tests/test_toto2_parity.py
+        for p in model.parameters():  # unit-scale weights (u-muP), as tests/parity/test_toto2_parity.py
             p.normal_(0.0, 1.0 if p.dim() > 1 else 0.3)
     return model
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from forecast_core.budgets import DEMO_KRONOS, DEMO_TOTO, KronosBudget, TotoBudget, tune_symbol
+from forecast_core.sweep.budgets import DEMO_KRONOS, DEMO_TOTO, KronosBudget, TotoBudget, tune_symbol
 from forecast_core.kronos.forecaster import KronosForecaster, load_kronos
 from forecast_core.sources import EmbeddedSource
 from forecast_core.store import Storage

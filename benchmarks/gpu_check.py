@@ -15,7 +15,7 @@ then one device-tool call (``carry: [".whl"]``, ``timeout_s: 600``)::
 
 ``--wheels`` installs the carried wheels with ``pip --no-index --no-deps`` (site packages into a temp
 folder put on the path, upstream toto-ts / kronos-model-arch into ``.upstream/`` where
-tests/upstream_*.py import them) and then runs every section. The whole run is planned to end
+benchmarks/upstream/*.py import them) and then runs every section. The whole run is planned to end
 within 8 minutes: each section has a time budget (``SECTIONS``), enforced by an alarm; a section
 that runs out keeps the rows it measured and says ``timeout``. Progress is printed as rows land.
 
@@ -33,7 +33,7 @@ value is ``skipped: <reason>``):
 - ``agreement``: the same seeded forecasts on the CPU and on the GPU (float32): Toto's mean
   forecast and sample paths, Kronos paths; max relative difference against a stated bound.
 - ``tune``: one per-symbol tune of NVDA (embedded data, 16 windows) at the sweep assets' default
-  budgets through the project's code path (``forecast_core.budgets.tune_symbol``, as
+  budgets through the project's code path (``forecast_core.sweep.budgets.tune_symbol``, as
   benchmarks/bench_tune.py runs it), with the full-size random models on the GPU: seconds per phase,
   share in model calls, symbols per GPU-hour and GPUs needed to re-tune 3,000 symbols weekly within
   one 8-hour night.
@@ -232,7 +232,7 @@ def rel_diff(a, b) -> float:
 
 def upstream_state() -> dict:
     """Which upstream packages import here, and why not."""
-    from tests import upstream_kronos, upstream_toto
+    from benchmarks.upstream import kronos as upstream_kronos, toto as upstream_toto
 
     state = {}
     if not upstream_toto.available():
@@ -269,7 +269,7 @@ def toto_cpu_model(ctx: Context):
 
 def kronos_shapes(quick: bool) -> tuple[dict, dict]:
     from benchmarks import bench_kronos
-    from tests import upstream_kronos
+    from benchmarks.upstream import kronos as upstream_kronos
 
     if quick:
         return upstream_kronos.MODEL_KWARGS, upstream_kronos.TOKENIZER_KWARGS
@@ -278,7 +278,7 @@ def kronos_shapes(quick: bool) -> tuple[dict, dict]:
 
 def kronos_cpu_models(ctx: Context):
     """Our random Kronos + tokenizer (seed 0, the weights tests/upstream_kronos.random_pair shares)."""
-    from tests.upstream_kronos import random_ours
+    from benchmarks.upstream.kronos import random_ours
 
     return ctx.remember("kronos_cpu", lambda: random_ours(0, *kronos_shapes(ctx.quick)))
 
@@ -299,7 +299,7 @@ def section_toto(ctx: Context, rows: list) -> None:
 
     from forecast_core import compiled
     from forecast_core.toto import TotoForecaster
-    from tests import upstream_toto
+    from benchmarks.upstream import toto as upstream_toto
 
     windows, context, horizon = (2, 128, 64) if ctx.quick else (16, 512, 64)
     samples, upstream_samples = (256, 16) if ctx.quick else (8192, 256)
@@ -367,8 +367,8 @@ def section_kronos(ctx: Context, rows: list) -> None:
     from benchmarks import bench_kronos
     from forecast_core.kronos.forecaster import KronosForecaster, KronosSamplingConfig, frame_to_batch
     from forecast_core.windows import future_calendar
-    from tests import upstream_kronos
-    from tests.synthetic import make_prices
+    from benchmarks.upstream import kronos as upstream_kronos
+    from forecast_core.synthetic import make_prices
 
     context, horizon, samples = (64, 8, 4) if ctx.quick else (bench_kronos.CONTEXT, bench_kronos.HORIZON,
                                                               bench_kronos.SAMPLES)
@@ -520,7 +520,7 @@ def section_agreement(ctx: Context, rows: list) -> None:
 
 def section_tune(ctx: Context, rows: list) -> None:
     from benchmarks.bench_tune import Timer
-    from forecast_core.budgets import DEMO_KRONOS, DEMO_TOTO, KronosBudget, Phase, TotoBudget, tune_symbol
+    from forecast_core.sweep.budgets import DEMO_KRONOS, DEMO_TOTO, KronosBudget, Phase, TotoBudget, tune_symbol
     from forecast_core.kronos.forecaster import KronosForecaster, load_kronos
     from forecast_core.sources import EmbeddedSource
     from forecast_core.store import Storage
@@ -594,7 +594,7 @@ def load_compile_case(case: str, device: str):
     """(kind, forecaster on ``device``, model id, revision); bench_compile.load_case where it has the case."""
     from benchmarks import bench_compile
     from forecast_core.kronos import KronosForecaster
-    from tests.upstream_kronos import random_ours
+    from benchmarks.upstream.kronos import random_ours
 
     if case == "kronos-base":  # the random Kronos-base of the other sections (kronos_cpu_models)
         forecaster = KronosForecaster(*random_ours(0, *kronos_shapes(False)))

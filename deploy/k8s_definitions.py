@@ -1,6 +1,6 @@
 """The code location for Kubernetes: the same Definitions as hpo_assets.definitions, but every step of
 every run is its own pod (dagster_k8s.k8s_job_executor), so a step in the ``accelerator`` pool gets the
-GPU its ``dagster-k8s/config`` op tag requests (hpo_assets.lib.ACCELERATOR_OP_TAGS) and nothing else does.
+GPU its ``dagster-k8s/config`` op tag requests (hpo_assets.instance.ACCELERATOR_OP_TAGS) and nothing else does.
 
 Load it with ``dagster api grpc -m deploy.k8s_definitions -d /opt/hpo`` (deploy/values.yaml does).
 """

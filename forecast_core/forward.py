@@ -30,11 +30,11 @@ import numpy as np
 import pandas as pd
 
 from .backtest import Draw, Trial, score_trials
-from .budgets import BASELINE_TRIALS
+from .sweep.budgets import BASELINE_TRIALS
 from .configs import ConfigFileError, config_path, read_config
 from .data import validate_symbol
 from .files import atomic_write_parquet, remove_stale_temp_files
-from .search import default_trials, toto2_default, toto2_trial, toto_trial
+from .sweep.spaces import default_trials, toto2_default, toto2_trial, toto_trial
 from .significance import paired_interval
 from .windows import WindowSpec, Windows, windows_at
 
@@ -184,9 +184,9 @@ def forecast_with(toto: Callable[[], object] | None = None, kronos: Callable[[],
     """Any trial's forecast: Toto and Kronos from the given (lazily loaded) forecasters, Toto 2.0 from the
     model of the trial's checkpoint label (``toto2(label)``), baselines as they are."""
     from .forecasters import BASELINES
-    from .search import kronos_config
+    from .sweep.spaces import kronos_config
     from .toto2 import QUANTILE_LEVELS
-    from .tuning import toto2_forecaster, with_config
+    from .sweep.plans import toto2_forecaster, with_config
 
     def need(loader, model: str):
         if loader is None:

@@ -1,5 +1,5 @@
 """Numeric knob limits, one owner: the config classes, the environment overrides and the JSON schema of
-config files all read them from here (``tests/test_knobs.py`` keeps the schema in step).
+config files all read them from here (``tests/core/test_knobs.py`` keeps the schema in step).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ approximation ``CRPS ~ 2/K * sum_k pinball_tau_k(q_k, y)`` over the K levels, an
 targets inside ``[q_0.1, q_0.9]`` read directly. The approximation integrates the quantile score over
 the 9 levels with equal weights, leaving out the tails below 0.1 and above 0.9, whose pinball losses are
 the smallest, so it reads higher than the exact CRPS of the same distribution (about 1.09x for a
-calibrated Gaussian forecast; tests/test_metrics.py checks that ratio): compare CRPS% within one kind,
+calibrated Gaussian forecast; tests/core/test_metrics.py checks that ratio): compare CRPS% within one kind,
 MAE% across all.
 """
 

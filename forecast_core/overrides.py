@@ -11,7 +11,7 @@ from typing import Callable, Mapping
 
 from .aggregate import parse_aggregation, quantile_rule
 from .knobs import BOUNDS
-from .search import TOTO2_VARIATES
+from .sweep.spaces import TOTO2_VARIATES
 from .toto2.model import QUANTILE_LEVELS
 
 

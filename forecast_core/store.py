@@ -33,7 +33,7 @@ from .files import atomic_write_parquet, remove_stale_temp_files
 from .windows import LAYOUT_FIELDS, Layout, WindowSpec
 
 # Every column of a stored trial row and its DuckDB type: the one list the writer keeps to and the dbt
-# macro read_trials.sql types its empty relation with (tests/test_store.py keeps the two in step).
+# macro read_trials.sql types its empty relation with (tests/core/test_store.py keeps the two in step).
 TRIAL_COLUMNS = {
     "symbol": "varchar", "model": "varchar", "config_name": "varchar", "config_json": "varchar",
     "config_hash": "varchar", "split": "varchar", "window_origin": "timestamp", "origin_index": "bigint",

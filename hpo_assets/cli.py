@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
 
-from forecast_core.budgets import DEMO_KRONOS, DEMO_TOTO, DEMO_TOTO2
+from forecast_core.sweep.budgets import DEMO_KRONOS, DEMO_TOTO, DEMO_TOTO2
 from forecast_core.configs import ConfigFileError
 from forecast_core.data import InvalidSymbolError, PriceDataError, validate_symbol
 from forecast_core.store import StoreError
@@ -51,7 +51,7 @@ def _instance():
         config.write_text("telemetry:\n  enabled: false\n")
     from dagster import DagsterInstance
 
-    from .lib import ensure_pool_limits, reclaim_dead_runs
+    from .instance import ensure_pool_limits, reclaim_dead_runs
 
     instance = DagsterInstance.get()
     ensure_pool_limits(instance)
@@ -107,7 +107,7 @@ def _each(bar, step: str, symbols: list[str], run_one) -> list[str]:
 
 def tune(symbols: list[str], tune_config: dict | None = None) -> list[str]:
     """The Dagster tuning path per symbol, then the marts and the config files; returns failures."""
-    from .lib import register_symbols
+    from .instance import register_symbols
 
     instance = _instance()
     register_symbols(instance, symbols)
@@ -333,7 +333,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from forecast_core.reports import symbol_state
     from resources import RetuneSettings
 
-    from .lib import symbols_partitions
+    from .instance import symbols_partitions
 
     instance = _instance()
     symbols = sorted(instance.get_dynamic_partitions(symbols_partitions.name))
@@ -371,7 +371,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_add_symbols(args: argparse.Namespace) -> int:
-    from .lib import register_symbols
+    from .instance import register_symbols
 
     new = register_symbols(_instance(), args.symbols)
     if args.json:

@@ -19,7 +19,7 @@ from forecast_core.forecasters import BASELINES
 from forecast_core.overrides import env_overrides
 from forecast_core.forward import document_trial
 from forecast_core.labels import short_label
-from forecast_core.search import (
+from forecast_core.sweep.spaces import (
     KRONOS_DEFAULT,
     KRONOS_DEFAULT_AGGREGATE,
     TOTO2_DEFAULT,
@@ -29,11 +29,11 @@ from forecast_core.search import (
     toto_trial,
 )
 from forecast_core.store import trial_context
-from forecast_core.sweep import SingleDraw, run_sweep, summarize
-from forecast_core.tuning import KronosDraw, Toto2Draw
+from forecast_core.sweep.runner import SingleDraw, run_sweep, summarize
+from forecast_core.sweep.plans import KronosDraw, Toto2Draw
 from forecast_core.windows import Layout, build_windows, plan_layout
 from resources import BacktestSettings, PriceSourceResource, StorageResource
-from resources.models import KronosRuntime, Toto2Runtime, TotoRuntime
+from resources.runtimes import KronosRuntime, Toto2Runtime, TotoRuntime
 
 
 @dataclass(frozen=True)

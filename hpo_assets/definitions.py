@@ -3,15 +3,15 @@
 from dagster import Definitions, multiprocess_executor
 
 from resources import BacktestSettings, PriceSourceResource, RetuneSettings, StorageResource
-from resources.models import KronosRuntime, Toto2Runtime, TotoRuntime
+from resources.runtimes import KronosRuntime, Toto2Runtime, TotoRuntime
 
 from .jobs import metrics_job, refresh_prices_job, select_configs_job, tune_symbol_job
-from .metrics import dbt_metrics, dbt_resource, dbt_selection_marts
-from .models import kronos_model, toto_model
+from .dbt_marts import dbt_metrics, dbt_resource, dbt_selection_marts
+from .compiled_models import kronos_model, toto_model
 from .prices import price_history
 from .scorecard import forward_scores
 from .schedules import weekly_retune
-from .selection import selected_configs
+from .selected_configs import selected_configs
 from .sensors import price_source_sensor, stale_config_sensor
 from .statistics import selection_statistics
 from .sweeps import baseline_sweep, kronos_sweep, toto2_sweep, toto_sweep

@@ -2,10 +2,10 @@
 
 from dagster import AssetSelection, define_asset_job
 
-from .metrics import metrics_assets
+from .dbt_marts import metrics_assets
 from .prices import price_history
 from .scorecard import forward_scores
-from .selection import selected_configs
+from .selected_configs import selected_configs
 from .sweeps import baseline_sweep, kronos_sweep, toto2_sweep, toto_sweep
 
 refresh_prices_job = define_asset_job(

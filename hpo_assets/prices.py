@@ -25,7 +25,9 @@ from forecast_core.data import (
 from forecast_core.windows import Layout, plan_layout
 from resources import BacktestSettings, PriceSourceResource, StorageResource
 
-from .lib import symbols_partitions, table
+from .instance import symbols_partitions
+
+from .metadata import table
 
 BLOCKING_CHECKS = ("sorted_unique_timestamps", "no_missing_prices", "positive_prices", "high_low_consistent")
 # A short history is stored like any other: it gets a smaller layout or "too short to tune" (a warning).

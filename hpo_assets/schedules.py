@@ -3,7 +3,7 @@
 from dagster import DefaultScheduleStatus, RunRequest, ScheduleEvaluationContext, SkipReason, schedule
 
 from .jobs import tune_symbol_job
-from .lib import symbols_partitions
+from .instance import symbols_partitions
 
 
 @schedule(job=tune_symbol_job, cron_schedule="0 2 * * 0", execution_timezone="UTC",

@@ -7,9 +7,11 @@ from forecast_core.forward import ForwardStore, current_scorecards, forecast_wit
 from forecast_core.labels import short_label
 from forecast_core.store import StoreError
 from resources import BacktestSettings, StorageResource
-from resources.models import KronosRuntime, Toto2Runtime, TotoRuntime
+from resources.runtimes import KronosRuntime, Toto2Runtime, TotoRuntime
 
-from .lib import ACCELERATOR_OP_TAGS, ACCELERATOR_POOL, numbers, plot_png, symbols_partitions, table
+from .instance import ACCELERATOR_OP_TAGS, ACCELERATOR_POOL, symbols_partitions
+
+from .metadata import numbers, plot_png, table
 
 
 @asset(partitions_def=symbols_partitions, deps=[AssetKey("price_history"), AssetKey("selected_configs")],

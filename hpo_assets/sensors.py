@@ -9,10 +9,10 @@ from forecast_core.configs import retune_reason
 from forecast_core.forward import ForwardStore, drift_reason
 from forecast_core.store import StoreError
 from resources import PriceSourceResource, RetuneSettings, StorageResource
-from resources.models import KronosRuntime, Toto2Runtime, TotoRuntime
+from resources.runtimes import KronosRuntime, Toto2Runtime, TotoRuntime
 
 from .jobs import refresh_prices_job, tune_symbol_job
-from .lib import symbols_partitions
+from .instance import symbols_partitions
 
 @sensor(job=refresh_prices_job, minimum_interval_seconds=300, default_status=DefaultSensorStatus.STOPPED)
 def price_source_sensor(context: SensorEvaluationContext, prices: PriceSourceResource):

@@ -21,9 +21,11 @@ from forecast_core.selection import open_marts
 from forecast_core.selection_statistics import TABLES, TRIAL_COLUMNS, selection_tables
 from forecast_core.store import StoreError
 from resources import StorageResource
-from resources.models import KronosRuntime, Toto2Runtime, TotoRuntime
+from resources.runtimes import KronosRuntime, Toto2Runtime, TotoRuntime
 
-from .lib import METRICS_POOL, table
+from .instance import METRICS_POOL
+
+from .metadata import table
 
 
 # One asset per table, keyed as dagster-dbt keys the dbt source tables that read them.

@@ -3,13 +3,12 @@
 from dataclasses import asdict, dataclass
 from typing import Mapping
 
-import numpy as np
 import pandas as pd
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
-from forecast_core.backtest import Trial, last_window_forecast
-from forecast_core.budgets import (
+from forecast_core.backtest import Trial
+from forecast_core.sweep.budgets import (
     BASELINE_TRIALS,
     KronosBudget,
     Toto2Budget,
@@ -21,25 +20,20 @@ from forecast_core.budgets import (
 from forecast_core.forecasters import BASELINES
 from forecast_core.forward import Forecast, forecast_with
 from forecast_core.labels import short_label
-from forecast_core.search import search_seed
+from forecast_core.plots import last_test_window_figure
+from forecast_core.sweep.spaces import search_seed
 from forecast_core.selection import BASELINE_WINNERS
 from forecast_core.store import Storage, TrialContext, trial_context
-from forecast_core.sweep import DrawPlan, SingleDraw, SweepResult, run_sweep, summarize
-from forecast_core.tuning import toto_plans
-from forecast_core.windows import TEST, Layout, Windows, build_windows, plan_layout
+from forecast_core.sweep.runner import DrawPlan, SingleDraw, SweepResult, run_sweep, summarize
+from forecast_core.sweep.plans import toto_plans
+from forecast_core.windows import Layout, Windows, build_windows, plan_layout
 from resources import BacktestSettings, StorageResource
-from resources.models import KronosRuntime, Toto2Runtime, TotoRuntime
+from resources.runtimes import KronosRuntime, Toto2Runtime, TotoRuntime
 
-from .lib import (
-    ACCELERATOR_OP_TAGS,
-    ACCELERATOR_POOL,
-    legend_label,
-    numbers,
-    plot_forecasts,
-    symbols_partitions,
-    table,
-)
-from .models import kronos_model, toto_model
+from .instance import ACCELERATOR_OP_TAGS, ACCELERATOR_POOL, symbols_partitions
+
+from .metadata import numbers, plot_png, table
+from .compiled_models import kronos_model, toto_model
 from .prices import price_history
 
 
@@ -86,17 +80,10 @@ class SymbolSweep:
         summary.insert(1, "config", summary["config_name"].map(labels))
         return summary
 
-    def last_test_window(self) -> Windows:
-        return self.windows.select(np.flatnonzero(self.windows.splits == TEST)[-1:])
-
     def plot(self, trials: list[Trial], forecast: Forecast, title: str) -> MetadataValue:
         """Forecast (with 10-90% band) vs actual on the last test window, one line per config."""
-        last = self.last_test_window()
-        forecasts = {legend_label(trial.model, trial.knobs): last_window_forecast(last, forecast(trial, last), trial)
-                     for trial in trials}
-        origin = int(last.origins[0])
-        history = self.prices.iloc[max(0, origin - 3 * self.windows.spec.horizon): origin]
-        return plot_forecasts(history, next(iter(forecasts.values())), forecasts, f"{self.ctx.symbol}: {title}")
+        title = f"{self.ctx.symbol}: {title}"
+        return plot_png(last_test_window_figure(self.prices, self.windows, trials, forecast, title), title)
 
     def layout_metadata(self) -> dict:
         """The layout, its reason and evidence: numeric entries so the UI can chart them over time."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.synthetic import make_prices
+from forecast_core.synthetic import make_prices
 
 
 @pytest.fixture
@@ -35,9 +35,6 @@ def csv_dir(tmp_path):
     b["Adj Close"] = b["Close"]
     b.to_csv(folder / "bbb.csv", index=True)  # lower-case file name, extra index column
     return folder
-
-
-TINY_BACKTEST = {"horizon": 16, "n_val": 3, "n_test": 2, "context": 64}
 
 
 @pytest.fixture(scope="session")

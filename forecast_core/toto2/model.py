@@ -1,7 +1,7 @@
 """The Toto 2.0 network (Datadog's Toto-2.0-{4m,22m,313m,1B,2.5B}), in one readable file.
 
 What the network is (facts from the published ``toto-2`` 2.0.0 package; this is an independent
-implementation of the same arithmetic, checked against it by ``tests/test_toto2_parity.py``):
+implementation of the same arithmetic, checked against it by ``tests/parity/test_toto2_parity.py``):
 
 - Input ``[batch, variates, time]`` with ``time`` a multiple of ``patch_size``. A causal scaler gives
   each position the mean and standard deviation of its series up to the end of its patch (float64,
@@ -27,7 +27,7 @@ patch. Block decoding (a multiple of ``patch_size``): predict ``decode_block_siz
 patches that way, write their median into the series as observed values, rescale, and predict the
 next block, until the horizon is covered. Deterministic: no sampling.
 
-Work skipped, none of it changing a result beyond float rounding (``tests/test_toto2_model.py``
+Work skipped, none of it changing a result beyond float rounding (``tests/parity/test_toto2_model.py``
 compares against re-running the whole sequence per block): the last empty patch is never fed (no
 output needs it, and causal attention hides it from the others); from the last time-wise layer on,
 only the positions whose outputs are read are computed; a variate layer over a single variate is its

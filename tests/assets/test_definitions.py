@@ -1,0 +1,104 @@
+"""Load the whole code location and pin its asset graph (keys, dependencies, partitions, checks)."""
+
+from __future__ import annotations
+
+from dagster import AssetCheckKey, AssetKey
+
+from forecast_core.forecasters import BASELINES
+from forecast_core.selection_statistics import TABLES
+from hpo_assets.definitions import defs
+from hpo_assets.dbt_marts import DBT_PROJECT_DIR
+
+EXPECTED_GRAPH = {
+    "price_history": set(),
+    "baseline_sweep": {"price_history"},
+    "toto_sweep": {"price_history", "toto_model"},  # lineage only: sweeps run eager without a cache
+    "toto2_sweep": {"price_history"},  # no compile cache: the Toto 2.0 engine runs eager
+    "kronos_sweep": {"price_history", "kronos_model"},
+    "stg_trials": {"baseline_sweep", "toto_sweep", "toto2_sweep", "kronos_sweep"},
+    "leaderboard": {"stg_trials"},
+    **{f"selection/{table}": {"stg_trials", "leaderboard"} for table in TABLES},
+    "best_configs": {"selection/decisions", "selection/pretraining", "leaderboard"},
+    "test_report": {"selection/test_report"},
+    "model_choice": {"selection/model_choice", "leaderboard", "best_configs"},
+    "pooled_challengers": {"selection/pooled", "leaderboard"},
+    "window_pretraining": {"selection/pretraining_windows"},
+    "pareto_front": {"leaderboard"},
+    "selected_configs": {"best_configs", "test_report", "model_choice"},
+    "forward_scores": {"price_history", "selected_configs"},
+    "forward_report": {"forward_scores"},
+    "toto_model": set(),
+    "kronos_model": set(),
+}
+GROUPS = {
+    "prices": {"price_history"},
+    "sweeps": {"baseline_sweep", "toto_sweep", "toto2_sweep", "kronos_sweep"},
+    "models": {"toto_model", "kronos_model"},
+    "metrics": {"stg_trials", "leaderboard", "pareto_front", "forward_report"},  # dbt aggregation
+    "selection": {*(f"selection/{table}" for table in TABLES), "best_configs", "test_report", "model_choice",
+                  "pooled_challengers", "window_pretraining", "selected_configs"},
+    "scorecard": {"forward_scores"},
+}
+PARTITIONED = {"price_history", "baseline_sweep", "toto_sweep", "toto2_sweep", "kronos_sweep", "selected_configs",
+               "forward_scores"}
+
+
+def test_asset_graph_snapshot():
+    graph = defs.resolve_asset_graph()
+    keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
+    assert keys == set(EXPECTED_GRAPH)
+    for name, parents in EXPECTED_GRAPH.items():
+        node = graph.get(AssetKey.from_user_string(name))
+        assert {p.to_user_string() for p in node.parent_keys} == parents, name
+        assert (node.partitions_def is not None) == (name in PARTITIONED), name
+
+
+def test_every_asset_sits_in_a_named_group_with_a_short_description():
+    """The UI lists assets by group and shows a description's first line beside each."""
+    graph = defs.resolve_asset_graph()
+    groups = {}
+    for key in graph.get_all_asset_keys():
+        groups.setdefault(graph.get(key).group_name, set()).add(key.to_user_string())
+    assert groups == GROUPS
+    for key in graph.get_all_asset_keys():
+        description = defs.get_assets_def(key).specs_by_key[key].description
+        first_line = (description or "").strip().splitlines()[0] if description else ""
+        assert 0 < len(first_line) <= 100, (key.to_user_string(), first_line)
+    for name in ("toto_model", "kronos_model"):  # never materialised is fine: the sweeps run eager
+        assert defs.get_assets_def(name).specs_by_key[AssetKey(name)].description.startswith("Optional:"), name
+
+
+def test_price_checks_and_jobs_are_defined():
+    graph = defs.resolve_asset_graph()
+    checks = {k.name for k in graph.asset_check_keys if k.asset_key == AssetKey("price_history")}
+    assert checks == {"sorted_unique_timestamps", "no_missing_prices", "positive_prices", "high_low_consistent",
+                      "enough_bars_to_tune", "no_large_gaps", "no_suspected_splits"}
+    for job in ("refresh_prices", "tune_symbol", "build_metrics", "select_configs"):
+        assert defs.resolve_job_def(job) is not None
+    for sensor in ("price_source_sensor", "stale_config_sensor"):
+        assert defs.resolve_sensor_def(sensor) is not None
+    assert defs.resolve_schedule_def("weekly_retune").cron_schedule == "0 2 * * 0"
+
+
+def test_accelerator_work_runs_in_its_pool():
+    graph = defs.resolve_asset_graph()
+    pools = {name: graph.get(AssetKey(name)).pools for name in ("toto_sweep", "toto2_sweep", "kronos_sweep")}
+    assert all(p == {"accelerator"} for p in pools.values()), pools
+
+
+def test_model_assets_run_in_the_accelerator_pool_with_a_blocking_parity_check():
+    graph = defs.resolve_asset_graph()
+    for name in ("toto_model", "kronos_model"):
+        node = graph.get(AssetKey(name))
+        assert node.pools == {"accelerator"}, name
+        assert node.group_name == "models" and node.partitions_def is None, name
+        spec = defs.get_assets_def(name).get_spec_for_check_key(AssetCheckKey(AssetKey(name), "compiled_matches_eager"))
+        assert spec.blocking, name
+
+
+def test_the_dbt_baseline_list_matches_the_core():
+    """pareto_front excludes the baselines by the dbt var; the core's BASELINES is the owner."""
+    import yaml
+
+    project = yaml.safe_load((DBT_PROJECT_DIR / "dbt_project.yml").read_text())
+    assert set(project["vars"]["baseline_models"]) == set(BASELINES)

@@ -1,0 +1,89 @@
+"""What the tests share: the repository root, small settings, the no-leakage check, Dagster set-up.
+
+The no-leakage property every forecaster must satisfy: overwriting every bar at or after a window's
+origin with garbage (prices and timestamps alike) must leave that window's sample paths, and so its
+metrics, unchanged.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from dagster import DagsterInstance, materialize
+
+from forecast_core.forecasters import Forecaster
+from forecast_core.windows import WindowSpec, build_windows
+from hpo_assets.definitions import default_resources
+from hpo_assets.instance import register_symbols
+from hpo_assets.prices import price_history
+from resources import BacktestSettings, PriceSourceResource, StorageResource
+from resources.runtimes import KronosRuntime, Toto2Runtime, TotoRuntime
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Small windows, so asset tests run in seconds on the tiny checkpoints.
+TINY_BACKTEST = {"horizon": 16, "n_val": 3, "n_test": 2, "context": 64}
+
+# Run config for small sweeps (the tuning end-to-end test counts the trials it implies).
+SMALL_SWEEPS = {"ops": {
+    "toto_sweep": {"config": {"sample_counts": [16, 64], "aggregations": ["mean", "median", "trimmed_mean_10"]}},
+    "toto2_sweep": {"config": {"context_lengths": [0, 16], "decode_block_sizes": [0, 8], "variates": ["close", "ohlc"],
+                               "aggregations": ["median", "mean"]}},
+    "kronos_sweep": {"config": {"presets": ["balanced"], "sample_counts": [4], "aggregations": ["mean", "median"],
+                                "search_budget": 3, "search_sample_count": 4, "max_sample_count": 4}},
+}}
+
+
+def garbage_after(frame: pd.DataFrame, origin: int, seed: int = 123) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    spoiled = frame.copy()
+    rows = slice(origin, None)
+    n = len(frame) - origin
+    for col in ("open", "high", "low", "close", "volume", "amount"):
+        spoiled.loc[spoiled.index[rows], col] = rng.uniform(1e3, 1e6, n)
+    # Later timestamps shift too (still sorted), so calendar features cannot leak either.
+    spoiled.loc[spoiled.index[rows], "timestamp"] = (
+        frame["timestamp"].iloc[origin - 1] + pd.to_timedelta(np.arange(1, n + 1) * 3, unit="D")
+    )
+    return spoiled
+
+
+def assert_no_leakage(forecaster: Forecaster, frame: pd.DataFrame, spec: WindowSpec, num_samples: int = 4,
+                      symbol: str = "LEAK") -> None:
+    """For every window: forecast on clean data vs data spoiled from its origin on; paths must match.
+
+    The spoiled batch has the same shape as the clean one, so any difference is leakage (through the
+    window's own context, its calendar, its seed, or statistics shared across the batch).
+    """
+    clean = build_windows(frame, spec, symbol)
+    clean_paths = forecaster.sample_paths(clean.batch, num_samples)
+    assert np.isfinite(clean_paths).all(), f"{forecaster.name}: non-finite sample paths"
+    for i, origin in enumerate(clean.origins):
+        spoiled = build_windows(garbage_after(frame, int(origin)), spec, symbol)
+        assert spoiled.origins[i] == origin
+        paths = forecaster.sample_paths(spoiled.batch, num_samples)
+        np.testing.assert_array_equal(
+            paths[i], clean_paths[i], err_msg=f"{forecaster.name}: window at bar {origin} saw the future"
+        )
+
+
+def make_resources(storage_root, csv_dir=None, checkpoints=None, **backtest) -> dict:
+    resources = default_resources()
+    resources["storage"] = StorageResource(root=str(storage_root), hyperparams_dir=str(storage_root / "hyperparams"))
+    if checkpoints is not None:
+        resources["toto"] = TotoRuntime(source=str(checkpoints["toto"]), device="cpu")
+        resources["toto2"] = Toto2Runtime(checkpoints=[str(checkpoints["toto2"])], device="cpu")
+        resources["kronos"] = KronosRuntime(source=str(checkpoints["kronos"]),
+                                            tokenizer_source=str(checkpoints["kronos_tokenizer"]), device="cpu")
+    resources["backtest"] = BacktestSettings(**{**TINY_BACKTEST, **backtest})
+    if csv_dir is not None:
+        resources["prices"] = PriceSourceResource(kind="csv_dir", csv_dir=str(csv_dir))
+    return resources
+
+
+def materialize_prices(instance: DagsterInstance, symbol: str, resources: dict):
+    register_symbols(instance, [symbol])
+    return materialize([price_history], partition_key=symbol, instance=instance, resources=resources,
+                       raise_on_error=False)
