@@ -13,7 +13,7 @@ question for all configs at once, with the resampling done by ``arch.bootstrap``
   control, so the decision is about the config we would actually select.
 * **Model confidence set** (Hansen-Lunde-Nason, 10%, "max" statistic): the configs that cannot be
   told apart from the best, i.e. how flat the optimum is. The "R" statistic costs O(reps * N^3)
-  (5 s per symbol at N=125) and, with 8 windows, drops truly equal configs far more often.
+  (seconds per symbol at a hundred configs) and, with 8 windows, drops truly equal configs far more often.
 
 Choices forced by 8 windows per symbol (measured with ``benchmarks/bench_selection.py``):
 

@@ -11,15 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from dagster import DagsterInstance, materialize
-
 from forecast_core.forecasters import Forecaster
 from forecast_core.windows import WindowSpec, build_windows
-from hpo_assets.definitions import default_resources
-from hpo_assets.instance import register_symbols
-from hpo_assets.prices import price_history
-from resources import BacktestSettings, PriceSourceResource, StorageResource
-from resources.runtimes import KronosRuntime, Toto2Runtime, TotoRuntime
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -69,7 +62,13 @@ def assert_no_leakage(forecaster: Forecaster, frame: pd.DataFrame, spec: WindowS
         )
 
 
+# The Dagster helpers import the Dagster layer when called, so core and parity tests never load it.
 def make_resources(storage_root, csv_dir=None, checkpoints=None, **backtest) -> dict:
+    """The project's resources against ``storage_root``, small windows, optional CSV prices and checkpoints."""
+    from hpo_assets.definitions import default_resources
+    from resources import BacktestSettings, PriceSourceResource, StorageResource
+    from resources.runtimes import KronosRuntime, Toto2Runtime, TotoRuntime
+
     resources = default_resources()
     resources["storage"] = StorageResource(root=str(storage_root), hyperparams_dir=str(storage_root / "hyperparams"))
     if checkpoints is not None:
@@ -83,7 +82,13 @@ def make_resources(storage_root, csv_dir=None, checkpoints=None, **backtest) -> 
     return resources
 
 
-def materialize_prices(instance: DagsterInstance, symbol: str, resources: dict):
+def materialize_prices(instance, symbol: str, resources: dict):
+    """Register ``symbol`` and materialise its price history on ``instance`` (errors stay in the result)."""
+    from dagster import materialize
+
+    from hpo_assets.instance import register_symbols
+    from hpo_assets.prices import price_history
+
     register_symbols(instance, [symbol])
     return materialize([price_history], partition_key=symbol, instance=instance, resources=resources,
                        raise_on_error=False)

@@ -44,10 +44,8 @@ exact (same tokens as upstream under the same random numbers). Past that, the ca
 full, drop the oldest ``refresh_every`` tokens at once and re-prefill (the shared context part once
 per window, each row's generated part against it), then decode with the cache until it is full again.
 The model then sees between ``max_context - refresh_every + 1`` and ``max_context`` tokens instead of
-exactly ``max_context``. ``refresh_every=1`` is the exact (slower) path. Measured on the shipped
-tiny model (``benchmarks/bench_kronos.py`` section 3, context 512, H 64, 48 test windows, 16 samples):
-the default ``refresh_every=8`` moved test MAE% by -0.07 points on average (mean absolute change per
-window 0.55 points) and ran 5.1x faster than the exact path.
+exactly ``max_context``. ``refresh_every=1`` is the exact (slower) path. The README's Kronos section has the default's
+measured effect on test MAE% and speed (``benchmarks/bench_kronos.py`` section 3).
 
 API::
 
