@@ -37,16 +37,21 @@ class RegistryError(ValueError):
     """The cutoff registry file or an override is malformed; the message names the entry and field."""
 
 
-def bundled_model_id(source: str) -> str:
-    """``bundled:toto-tiny`` / ``bundled:kronos-tiny`` / ``bundled:toto2-tiny`` for the shipped checkpoints (their path depends on
-    the install), else ``source`` unchanged (a Hugging Face repo id or a local directory)."""
-    from .kronos.forecaster import DEFAULT_TINY  # imported here: the checkpoint modules pull in torch
+def bundled_checkpoints() -> dict[Path, str]:
+    """The shipped checkpoint directories (resolved; their path depends on the install) and their ids."""
+    from .kronos.forecaster import DEFAULT_TINY, DEFAULT_TINY_TOKENIZER  # here: the engine modules pull in torch
     from .toto import DEFAULT_TINY_DIR
     from .toto2 import DEFAULT_TINY_DIR as TOTO2_TINY_DIR
 
-    bundled = {Path(DEFAULT_TINY_DIR).resolve(): "bundled:toto-tiny", Path(DEFAULT_TINY).resolve(): "bundled:kronos-tiny",
-               Path(TOTO2_TINY_DIR).resolve(): "bundled:toto2-tiny"}
-    return bundled.get(Path(source).expanduser().resolve(), source)
+    return {Path(DEFAULT_TINY_DIR).resolve(): "bundled:toto-tiny", Path(DEFAULT_TINY).resolve(): "bundled:kronos-tiny",
+            Path(DEFAULT_TINY_TOKENIZER).resolve(): "bundled:kronos-tiny-tokenizer",
+            Path(TOTO2_TINY_DIR).resolve(): "bundled:toto2-tiny"}
+
+
+def bundled_model_id(source: str) -> str:
+    """``bundled:toto-tiny`` / ``bundled:kronos-tiny`` / ``bundled:toto2-tiny`` for the shipped checkpoints,
+    else ``source`` unchanged (a Hugging Face repo id or a local directory)."""
+    return bundled_checkpoints().get(Path(source).expanduser().resolve(), source)
 
 
 def parse_date(value: object, where: str) -> dt.date:

@@ -127,9 +127,9 @@ def kronos_plans(forecaster: KronosForecaster, configs: Sequence[KronosSamplingC
 
 
 def kronos_search(forecaster: KronosForecaster, windows: Windows, budget: int, sample_count: int,
-                  aggregations: Sequence[str], rung_windows: int = 2, keep_fraction: float = 1 / 3,
-                  seed: int = 0):
-    """TPE over sampling configs scored on the last ``rung_windows`` validation windows.
+                  aggregations: Sequence[str], rung_windows: int, keep_fraction: float, seed: int):
+    """TPE over sampling configs scored on the last ``rung_windows`` validation windows (the sizes'
+    defaults: :class:`~forecast_core.sweep.budgets.KronosBudget`).
 
     A proposal's cheap score is its best validation MAE% over sample-count prefixes and
     aggregations on those windows. Returns (promoted configs, [(config, cheap score)]).

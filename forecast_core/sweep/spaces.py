@@ -162,7 +162,7 @@ def tpe_then_halving(
     evaluate: Callable[[list[KronosSamplingConfig]], list[float]],
     budget: int,
     sample_count: int,
-    keep_fraction: float = 1 / 3,
+    keep_fraction: float,
     batch_size: int = 8,
     seed: int = 0,
 ) -> tuple[list[KronosSamplingConfig], list[tuple[KronosSamplingConfig, float]]]:
