@@ -1,11 +1,12 @@
-"""Eager vs torch.compile for Toto and Kronos on this machine, through forecast_core/compiled.py.
+"""Eager vs torch.compile for Toto and Kronos on this machine, through forecast_core/compiled/.
 
 For each model, two fresh child processes (each with its own empty TORCHINDUCTOR_CACHE_DIR, so
 nothing is reused from this machine's default inductor cache or from the other process):
 
-1. cold: ``compiled.build`` compiles from nothing into ``<compiled dir>/<kind>/<slug>/<key>/``,
-   times one probe forecast eager vs compiled (best of ``--repeats``) and the parity error;
-2. warm: ``compiled.reverify`` (what the model asset runs on an existing cache) warm-starts from
+1. cold: ``build`` (forecast_core/compiled/policy.py) compiles from nothing into
+   ``<compiled dir>/<kind>/<slug>/<key>/``, times one probe forecast eager vs compiled (best of
+   ``--repeats``) and the parity error;
+2. warm: ``reverify`` (what the model asset runs on an existing cache) warm-starts from
    that directory and times everything again.
 
 "first call" seconds are the first compiled run of the probe set (the probe batch and its
@@ -45,8 +46,8 @@ def load_case(case: str):
     """(kind, forecaster, model_id, revision, parameter count) for one benchmark case."""
     import torch
 
-    from forecast_core import compiled
     from forecast_core.checkpoints import checkpoint_revision
+    from forecast_core.compiled.cache import model_id_for
     from forecast_core.kronos import Kronos, KronosConfig, KronosForecaster, KronosTokenizer, TokenizerConfig
     from forecast_core.kronos.forecaster import DEFAULT_TINY, DEFAULT_TINY_TOKENIZER, load_kronos
     from forecast_core.toto import DEFAULT_TINY_DIR, TotoConfig, TotoForecaster, TotoModel, load_toto
@@ -54,7 +55,7 @@ def load_case(case: str):
     if case == "toto-tiny":
         model = load_toto(DEFAULT_TINY_DIR)
         forecaster = TotoForecaster(model)
-        ident, revision = compiled.model_id_for(DEFAULT_TINY_DIR), checkpoint_revision(DEFAULT_TINY_DIR)
+        ident, revision = model_id_for(DEFAULT_TINY_DIR), checkpoint_revision(DEFAULT_TINY_DIR)
     elif case == "toto-full":
         torch.manual_seed(0)
         model = TotoModel(TotoConfig(spacewise_first=False)).eval()
@@ -62,7 +63,7 @@ def load_case(case: str):
     elif case == "kronos-tiny":
         model, tokenizer = load_kronos()
         forecaster = KronosForecaster(model, tokenizer)
-        ident = f"{compiled.model_id_for(DEFAULT_TINY)}+{compiled.model_id_for(DEFAULT_TINY_TOKENIZER)}"
+        ident = f"{model_id_for(DEFAULT_TINY)}+{model_id_for(DEFAULT_TINY_TOKENIZER)}"
         revision = f"{checkpoint_revision(Path(DEFAULT_TINY))}+{checkpoint_revision(Path(DEFAULT_TINY_TOKENIZER))}"
     elif case == "kronos-mini":
         torch.manual_seed(0)
@@ -81,21 +82,24 @@ def child(args) -> None:
     """One phase of one case in this (fresh) process; prints its measurements as JSON."""
     import torch
 
-    from forecast_core import compiled
+    from forecast_core.compiled.cache import CacheKey
+    from forecast_core.compiled.parity import ProbeShape
+    from forecast_core.compiled.policy import CompileSettings, build, reverify
 
     if args.threads:
         torch.set_num_threads(args.threads)
     kind, forecaster, ident, revision, params = load_case(args.child)
-    shape = compiled.ProbeShape(*(int(x) for x in args.probe.split(",")))
-    key = compiled.CacheKey.current(kind, ident, revision, "cpu", "float32", "default", shape)
+    shape = ProbeShape(*(int(x) for x in args.probe.split(",")))
+    key = CacheKey.current(kind, ident, revision, "cpu", "float32", "default", shape)
+    settings = CompileSettings("auto", args.root, repeats=args.repeats)
     began = time.perf_counter()
     if args.phase == "cold":
         import shutil
 
         shutil.rmtree(key.directory(args.root), ignore_errors=True)
-        outcome = compiled.build(kind, forecaster, key, args.root, repeats=args.repeats, policy="auto")
+        outcome = build(kind, forecaster, key, settings)
     else:
-        outcome = compiled.reverify(kind, forecaster, key, args.root, repeats=args.repeats)
+        outcome = reverify(kind, forecaster, key, settings)
     report = outcome.metadata()
     report.update(params=params, phase_seconds=time.perf_counter() - began, threads=torch.get_num_threads(),
                   decision=(outcome.manifest or {}).get("decision"), measured=outcome.measured, digest=key.digest)
@@ -133,6 +137,8 @@ def main() -> None:
     args.compiled_dir = (args.compiled_dir or Path(tempfile.mkdtemp(prefix="bench-compiled-"))).resolve()
     import torch
 
+    from forecast_core.compiled.policy import MIN_SPEEDUP, PARITY_TOLERANCE
+
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, threads {args.threads or 'default'}, "
           f"repeats {args.repeats}; caches in {args.compiled_dir}")
     head = (f"{'case':<12} {'params':>12} {'probe W,L,H,S':>15} {'eager s':>9} {'compiled s':>11} {'speed-up':>9} "
@@ -155,7 +161,8 @@ def main() -> None:
               f"[phases: cold {cold['phase_seconds']:.0f}s, warm {warm['phase_seconds']:.0f}s]", flush=True)
     print("eager/compiled s: one probe forecast (best of repeats); speed-up from the cold run; 1st call: the probe "
           "set's first compiled run, compile included; parity err: max |compiled - eager| / mean |eager| over "
-          "every probe path (worst of both runs); auto: the manifest's decision (min speed-up 1.1x, tolerance 1e-3)")
+          f"every probe path (worst of both runs); auto: the manifest's decision (min speed-up {MIN_SPEEDUP}x, "
+          f"tolerance {PARITY_TOLERANCE:g})")
 
 
 if __name__ == "__main__":

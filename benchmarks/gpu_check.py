@@ -37,7 +37,7 @@ value is ``skipped: <reason>``):
   benchmarks/bench_tune.py runs it), with the full-size random models on the GPU: seconds per phase,
   share in model calls, symbols per GPU-hour and GPUs needed to re-tune 3,000 symbols weekly within
   one 8-hour night.
-- ``compile``: forecast_core/compiled.py on the GPU (toto-full, kronos-base), each in fresh child
+- ``compile``: forecast_core/compiled/ on the GPU (toto-full, kronos-base), each in fresh child
   processes with empty inductor caches: eager vs compiled seconds, cold compile, warm start, parity.
 
 ``--quick`` runs every section on tiny configs on the CPU in well under a minute (the test suite runs
@@ -297,7 +297,7 @@ def section_toto(ctx: Context, rows: list) -> None:
     import numpy as np
     import torch
 
-    from forecast_core import compiled
+    from forecast_core.compiled.parity import ProbeShape, probe_batch
     from forecast_core.toto import TotoForecaster
     from benchmarks.upstream import toto as upstream_toto
 
@@ -307,7 +307,7 @@ def section_toto(ctx: Context, rows: list) -> None:
     params = sum(p.numel() for p in cpu_model.parameters())
     size = "tiny random" if ctx.quick else "full-size random"
     ctx.add(rows, f"toto {size}", "parameters", params)
-    batch = compiled.probe_batch(compiled.ProbeShape(windows, context, horizon, samples))
+    batch = probe_batch(ProbeShape(windows, context, horizon, samples))
     series = torch.as_tensor(batch.column("close"), dtype=torch.float32)[:, None]
     upstream_problem = upstream_state()["toto"]
 
@@ -461,18 +461,18 @@ def section_agreement(ctx: Context, rows: list) -> None:
     import numpy as np
     import torch
 
-    from forecast_core import compiled
+    from forecast_core.compiled.parity import ProbeShape, probe_batch
     from forecast_core.kronos.forecaster import KronosForecaster, KronosSamplingConfig
     from forecast_core.toto import TotoForecaster
 
     toto_cpu = toto_cpu_model(ctx)
     kronos_cpu, tok_cpu = kronos_cpu_models(ctx)
-    toto_shape = compiled.ProbeShape(2, 128, 64, 64) if ctx.quick else compiled.ProbeShape(4, 512, 64, 256)
-    kronos_shape = compiled.ProbeShape(2, 64, 8, 8) if ctx.quick else compiled.ProbeShape(1, 448, 64, 8)
+    toto_shape = ProbeShape(2, 128, 64, 64) if ctx.quick else ProbeShape(4, 512, 64, 256)
+    kronos_shape = ProbeShape(2, 64, 8, 8) if ctx.quick else ProbeShape(1, 448, 64, 8)
     kronos_configs = [KronosSamplingConfig(temperature=0.0, sample_count=1),
                       KronosSamplingConfig(sample_count=kronos_shape.samples)]
-    toto_batch = compiled.probe_batch(toto_shape)
-    kronos_batch = compiled.probe_batch(kronos_shape)
+    toto_batch = probe_batch(toto_shape)
+    kronos_batch = probe_batch(kronos_shape)
     if ctx.cuda:
         kind = f"cpu vs {ctx.device}"
         other_toto = TotoForecaster(on_device(toto_cpu, ctx.device))
@@ -613,7 +613,9 @@ def compile_child(args) -> None:
     line per case and phase, printed as soon as it is measured."""
     import torch
 
-    from forecast_core import compiled
+    from forecast_core.compiled.cache import CacheKey
+    from forecast_core.compiled.parity import ProbeShape
+    from forecast_core.compiled.policy import CompileSettings, build, reverify
 
     if args.quick:  # dynamo only: inductor's C++ code generation costs minutes on a CPU
         import functools
@@ -626,15 +628,16 @@ def compile_child(args) -> None:
         case, probe = case_probe.split("=")
         began = time.perf_counter()
         kind, forecaster, ident, revision = load_compile_case(case, args.device)
-        shape = compiled.ProbeShape(*(int(x) for x in probe.split(",")))
-        key = compiled.CacheKey.current(kind, ident, revision, args.device, "float32", "default", shape)
+        shape = ProbeShape(*(int(x) for x in probe.split(",")))
+        key = CacheKey.current(kind, ident, revision, args.device, "float32", "default", shape)
+        settings = CompileSettings("auto", args.root, repeats=repeats)
         for phase in phases:
             if phase == "cold":
                 shutil.rmtree(key.directory(args.root), ignore_errors=True)
-                outcome = compiled.build(kind, forecaster, key, args.root, repeats=repeats, policy="auto")
+                outcome = build(kind, forecaster, key, settings)
             else:
                 torch.compiler.reset()  # in-process (--quick): forget what the cold phase compiled
-                outcome = compiled.reverify(kind, forecaster, key, args.root, repeats=repeats)
+                outcome = reverify(kind, forecaster, key, settings)
             print(json.dumps({"case": case, "phase": phase, "measured": outcome.measured,
                               "parity_error": outcome.parity_error,
                               "decision": (outcome.manifest or {}).get("decision"), "reason": outcome.reason,

@@ -3,8 +3,9 @@
 Optional: the sweeps run eager when no cache was built, so "never materialised" only means nothing
 was compiled yet. The sweeps list these assets as dependencies because, with ``compile="auto"``, they
 warm-start from the cache these assets measured (a new cache marks their results stale in the UI).
-The work is in forecast_core/compiled.py; these assets only run it through the model resources (so
-the key is built from exactly the resource configuration the sweeps use) and report it.
+The work is in forecast_core/compiled/; these assets only run it through the model resources (so
+the key is built from exactly the resource configuration the sweeps use) and report it. The core
+names no asset: the resources add "materialise the <kind>_model asset" where no cache is usable.
 """
 
 import math

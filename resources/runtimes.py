@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import ClassVar
 
 from dagster import ConfigurableResource, get_dagster_logger
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
-from forecast_core import compiled
 from forecast_core.checkpoints import checkpoint_revision, resolve_checkpoint
+from forecast_core.compiled.cache import CacheKey, default_compiled_dir, model_id_for
+from forecast_core.compiled.parity import DEFAULT_PROBES, ProbeShape
+from forecast_core.compiled.policy import (
+    MIN_SPEEDUP, PARITY_TOLERANCE, POLICIES, CompileSettings, Outcome, prepare, reverify,
+)
+from forecast_core.compiled.wrappers import MODES
 from forecast_core.device import claim_device, resolve_dtype
 from forecast_core.kronos.forecaster import (
     DEFAULT_TINY,
@@ -51,7 +57,7 @@ class _ResidentModel(_Pretrained):
     Loading waits for the first use, so a step that only reads the configuration (the selection
     statistics: ``cutoff``) never loads weights or claims a device.
 
-    Compilation (forecast_core/compiled.py) is decided on first use of ``forecaster``, so a step
+    Compilation (forecast_core/compiled/) is decided on first use of ``forecaster``, so a step
     that never forecasts never compiles; ``compile_report`` says what was decided and why.
     """
 
@@ -62,11 +68,11 @@ class _ResidentModel(_Pretrained):
                          "off: eager")
     compile_mode: str = Field(default="default", description="torch.compile mode: default | reduce-overhead | "
                               "max-autotune | max-autotune-no-cudagraphs")
-    compiled_dir: str = Field(default_factory=compiled.default_compiled_dir,
+    compiled_dir: str = Field(default_factory=default_compiled_dir,
                               description="compile cache root (default: $HPO_COMPILED_DIR or ./compiled_models)")
-    parity_tolerance: float = Field(default=compiled.PARITY_TOLERANCE, description="largest |compiled - eager| on the probe paths, "
+    parity_tolerance: float = Field(default=PARITY_TOLERANCE, description="largest |compiled - eager| on the probe paths, "
                                     "relative to the mean price, before compiled forecasts are rejected")
-    min_speedup: float = Field(default=compiled.MIN_SPEEDUP, description="auto compiles only when the probe ran this much faster")
+    min_speedup: float = Field(default=MIN_SPEEDUP, description="auto compiles only when the probe ran this much faster")
     probe_windows: int = Field(default=0, description="probe batch windows (0: the model's default)")
     probe_context: int = Field(default=0, description="probe context bars (0: the model's default)")
     probe_horizon: int = Field(default=0, description="probe horizon (0: the model's default)")
@@ -78,15 +84,15 @@ class _ResidentModel(_Pretrained):
     @field_validator("compile")
     @classmethod
     def _known_policy(cls, value: str) -> str:
-        if value not in compiled.POLICIES:
-            raise ValueError(f"compile={value!r}: use one of {', '.join(compiled.POLICIES)}")
+        if value not in POLICIES:
+            raise ValueError(f"compile={value!r}: use one of {', '.join(POLICIES)}")
         return value
 
     @field_validator("compile_mode")
     @classmethod
     def _known_mode(cls, value: str) -> str:
-        if value not in compiled.MODES:
-            raise ValueError(f"compile_mode={value!r}: use one of {', '.join(compiled.MODES)}")
+        if value not in MODES:
+            raise ValueError(f"compile_mode={value!r}: use one of {', '.join(MODES)}")
         return value
 
     def cutoff(self, symbol: str) -> Cutoff:
@@ -106,8 +112,11 @@ class _ResidentModel(_Pretrained):
         self._loaded()
         if self._compiled is None:
             key = self.compile_key() if self.compile != "off" else None
-            self._compiled = compiled.prepare(self.kind, self._forecaster, key, self.compiled_dir, self.compile,
-                                              self.parity_tolerance, self.min_speedup)
+            outcome = prepare(self.kind, self._forecaster, key, self.compile_settings())
+            if self.compile == "auto" and outcome.problem and not outcome.compiled:  # no usable cache: say how
+                outcome = dataclasses.replace(outcome, reason=f"{outcome.reason}; here: materialise the "
+                                              f"{self.kind}_model asset (or set this resource's compile='on')")
+            self._compiled = outcome
             get_dagster_logger().info(f"{self.kind}: {self._compiled.reason}")
         return self._forecaster
 
@@ -116,26 +125,27 @@ class _ResidentModel(_Pretrained):
         """How the forecaster runs (compiled or eager) and why; empty before its first use."""
         return self._compiled.metadata() if self._compiled is not None else {}
 
-    def probe_shape(self) -> compiled.ProbeShape:
-        default = compiled.DEFAULT_PROBES[self.kind]
-        return compiled.ProbeShape(self.probe_windows or default.windows, self.probe_context or default.context,
-                                   self.probe_horizon or default.horizon, self.probe_samples or default.samples)
+    def probe_shape(self) -> ProbeShape:
+        default = DEFAULT_PROBES[self.kind]
+        return ProbeShape(self.probe_windows or default.windows, self.probe_context or default.context,
+                          self.probe_horizon or default.horizon, self.probe_samples or default.samples)
 
-    def compile_key(self) -> compiled.CacheKey:
+    def compile_key(self) -> CacheKey:
         """Everything the compile cache depends on, for the loaded weights and this configuration."""
         weight = next(self._loaded().model.parameters())
-        return compiled.CacheKey.current(self.kind, self._model_id(), self._revision, str(weight.device),
-                                         str(weight.dtype).removeprefix("torch."), self.compile_mode,
-                                         self.probe_shape())
+        return CacheKey.current(self.kind, self._model_id(), self._revision, str(weight.device),
+                                str(weight.dtype).removeprefix("torch."), self.compile_mode, self.probe_shape())
 
-    def build_compiled(self) -> compiled.Outcome:
+    def compile_settings(self) -> CompileSettings:
+        return CompileSettings(self.compile, self.compiled_dir, self.parity_tolerance, self.min_speedup)
+
+    def build_compiled(self) -> Outcome:
         """The model asset: measure and persist (or re-verify) the compile cache, then use its decision."""
         self._loaded()
         if self.compile == "off":
-            self._compiled = compiled.prepare(self.kind, self._forecaster, None, self.compiled_dir, "off")
+            self._compiled = prepare(self.kind, self._forecaster, None, self.compile_settings())
         else:
-            self._compiled = compiled.reverify(self.kind, self._forecaster, self.compile_key(), self.compiled_dir,
-                                               self.parity_tolerance, self.min_speedup)
+            self._compiled = reverify(self.kind, self._forecaster, self.compile_key(), self.compile_settings())
         return self._compiled
 
     def _model_id(self) -> str:
@@ -172,7 +182,7 @@ class TotoRuntime(_ResidentModel):
     kind: ClassVar[str] = "toto"
 
     def _model_id(self) -> str:
-        return compiled.model_id_for(self.source)
+        return model_id_for(self.source)
 
 
 class KronosRuntime(_ResidentModel):
@@ -203,7 +213,7 @@ class KronosRuntime(_ResidentModel):
     kind: ClassVar[str] = "kronos"
 
     def _model_id(self) -> str:
-        return f"{compiled.model_id_for(self.source)}+{compiled.model_id_for(self.tokenizer_source)}"
+        return f"{model_id_for(self.source)}+{model_id_for(self.tokenizer_source)}"
 
 
 def _default_toto2_checkpoints() -> list[str]:

@@ -145,6 +145,14 @@ class Kronos(nn.Module):
         self.dep_layer = DependencyAwareLayer(c)
         self.head = DualHead(c)
 
+    @classmethod
+    def compile_targets(cls) -> tuple:
+        """The per-step hot path worth ``torch.compile``: one decoding step and the two heads.
+
+        ``forecast_core.compiled`` replaces these methods on one instance by compiled wrappers of the
+        same name (the class stays eager; deleting the instance attributes restores it)."""
+        return cls.extend, cls.s1_logits, cls.s2_logits
+
     def embed(self, s1: torch.Tensor, s2: torch.Tensor, stamp: torch.Tensor) -> torch.Tensor:
         return self.token_drop(self.embedding(s1, s2) + self.time_emb(stamp))
 

@@ -444,6 +444,14 @@ class TotoModel(nn.Module):
     def device(self) -> torch.device:
         return self.model.unembed.weight.device
 
+    @classmethod
+    def compile_targets(cls) -> tuple:
+        """The per-step hot path worth ``torch.compile``: the transformer layers and the last-position head.
+
+        ``forecast_core.compiled`` replaces these methods on one instance by compiled wrappers of the
+        same name (the class stays eager; deleting the instance attributes restores it)."""
+        return cls._run_layers, cls._head
+
     def _embed(self, scaled: torch.Tensor) -> torch.Tensor:
         patches = scaled.to(self.dtype).unflatten(-1, (-1, self.config.patch_size))
         return self.model.patch_embed.projection(patches)
