@@ -7,6 +7,11 @@ metrics, unchanged.
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -92,3 +97,37 @@ def materialize_prices(instance, symbol: str, resources: dict):
     register_symbols(instance, [symbol])
     return materialize([price_history], partition_key=symbol, instance=instance, resources=resources,
                        raise_on_error=False)
+
+
+# -- what the fault tests share (tests/assets/faults/) -------------------------------------------------------
+TINY_SPEC = WindowSpec(**TINY_BACKTEST)
+TINY_WINDOWS = TINY_SPEC.n_val + TINY_SPEC.n_test  # rows per trial file: one per validation and test window
+DAGSTER_CLI = str(Path(sys.executable).parent / "dagster")
+
+
+def step_failure_message(result) -> str:
+    """The first failed step's error message and its user failure data, as the UI shows them."""
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    return failure.step_failure_data.error.message + str(failure.step_failure_data.user_failure_data)
+
+
+def materialization_metadata(result, asset: str) -> dict:
+    """The plain values of ``asset``'s first materialisation metadata in ``result``."""
+    return {k: v.value for k, v in result.asset_materializations_for_node(asset)[0].metadata.items()}
+
+
+def kill_group_after_first_file(proc: subprocess.Popen, folder: Path, log: Path, timeout: float = 300.0) -> list[str]:
+    """SIGKILL the process group as soon as ``folder`` holds a trial file; the files present then."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"the sweep ended (exit {proc.returncode}) before it could be killed:\n"
+                                 f"{log.read_text()[-3000:]}")
+        if folder.exists() and any(folder.glob("*.parquet")):
+            os.killpg(proc.pid, signal.SIGKILL)  # the CLI, its forkserver and the step process
+            proc.wait()
+            return sorted(p.name for p in folder.glob("*.parquet"))
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    raise AssertionError(f"no trial file in {folder} after {timeout}s")
