@@ -24,7 +24,7 @@ from .data import SYMBOL_PATTERN, validate_symbol
 from .files import atomic_write_text
 
 MODELS = ("toto", "toto2", "kronos")  # the tuned model families, one config file each
-FIX_HINT = ("fix that field by hand, or re-materialise selected_configs for this symbol (or run `hpo tune`): "
+FIX_HINT = ("fix that field by hand, or re-run the config selection for this symbol (e.g. `hpo tune`): "
             "it keeps the invalid file as SYMBOL.json.invalid-<time> and writes a valid one")
 
 
@@ -70,7 +70,8 @@ def read_config(path: Path, kind: str) -> dict:
     try:
         document = json.loads(path.read_text())
     except FileNotFoundError:
-        raise ConfigFileError(f"{path}: no such config file; run the selected_configs asset (or `hpo tune`)") from None
+        raise ConfigFileError(f"{path}: no such config file; run the config selection for this symbol first "
+                              "(e.g. `hpo tune`)") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigFileError(f"{path}: not valid JSON ({exc}); {FIX_HINT}") from None
     if not isinstance(document, dict):

@@ -149,8 +149,8 @@ def lease_device(count: int, prefix: str = "cuda", lock_dir: str | os.PathLike |
     holders = ", ".join(f"{prefix}:{i} pid {_holder(directory / f'{prefix}-{d}.lock')}" for i, d in enumerate(ids))
     raise DeviceBusyError(
         f"all {count} {prefix} devices are leased by other processes ({holders}; lock files in {directory}). "
-        f"Keep the 'accelerator' pool limit at {count} (`dagster instance concurrency set accelerator {count}`), "
-        f"or set the model resource's device to an explicit '{prefix}:N' to share a device on purpose.")
+        f"Run at most {count} model processes at once, or ask for an explicit '{prefix}:N' device to share "
+        f"one on purpose.")
 
 
 def _holder(path: Path) -> str:

@@ -102,7 +102,7 @@ def current_scorecards(root: str | Path, symbol: str) -> tuple[list[Scorecard], 
                 (d for k, d in documents.items() if k != "best"), None)
         if source is None:
             problems.append(f"{symbol}: best config names {model} but no readable model config file holds its "
-                            "windows and data end; re-run selected_configs for this symbol")
+                            "windows and data end; re-run the config selection for this symbol")
             continue
         windows = source["windows"]
         if int(windows["context"]) < 1:

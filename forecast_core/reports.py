@@ -16,6 +16,7 @@ from .configs import MODELS, ConfigFileError, config_path, read_config
 from .forward import DriftPolicy, drift_reason
 from .labels import short_label
 from .selection import BASELINE_WINNERS as BASELINES
+from .selection import open_marts
 
 KINDS = (*MODELS, "best")  # the config files stored per symbol
 ROW_ORDER = (*BASELINES, *MODELS)  # the rows of a symbol's table
@@ -107,6 +108,12 @@ def selection_report(con: duckdb.DuckDBPyConnection, symbols: list[str] | None =
                        "significant_vs_persistence": choice.get("significant_vs_persistence"),
                        "pretraining": choice.get("pretraining") or []})
     return report
+
+
+def read_selection_report(db_path: Path, symbols: list[str] | None = None) -> list[dict]:
+    """:func:`selection_report` from the marts at ``db_path`` (a StoreError when they cannot be opened)."""
+    with open_marts(db_path) as con:
+        return selection_report(con, symbols)
 
 
 def _age_days(stamp: str | None, now: datetime) -> float | None:

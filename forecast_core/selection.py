@@ -2,8 +2,8 @@
 
 The selection statistics (forecast_core/selection_statistics.py) decide and the marts
 (``best_configs``, ``test_report``, ``model_choice``, ``leaderboard``) join the decisions to their
-metrics; this module only turns those rows into the §7 documents, so the CLI and the Dagster asset
-write the same files.
+metrics; this module only turns those rows into the §7 documents (and reads the leaderboard beside them),
+so the CLI and the Dagster asset write the same files.
 """
 
 from __future__ import annotations
@@ -13,11 +13,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 
 from . import code_version
 from .backtest import Trial
+from .configs import MODELS
 from .data import data_version, validate_symbol
-from .store import StoreError
+from .store import Storage, StoreError
 from .windows import LAYOUT_FIELDS, Layout
 
 BASELINE_WINNERS = ("persistence", "random_walk")  # the baselines that can win a symbol; every report shows them
@@ -47,7 +49,7 @@ def _scores(row: dict, split: str) -> dict:
 
 def open_marts(db_path: Path) -> duckdb.DuckDBPyConnection:
     if not Path(db_path).exists():
-        raise StoreError(f"no metrics database at {db_path}; materialise the dbt assets (dbt build) first")
+        raise StoreError(f"no metrics database at {db_path}; build the marts (dbt build) first")
     try:
         return duckdb.connect(str(db_path), read_only=True)
     except duckdb.Error as exc:
@@ -223,3 +225,32 @@ def best_document(con: duckdb.DuckDBPyConnection, symbol: str, documents: dict[s
             "code_version": winner["metadata"]["code_version"],
         },
     }
+
+
+def model_leaderboard(con: duckdb.DuckDBPyConnection, symbol: str) -> pd.DataFrame:
+    """Every model config scored for ``symbol``: its validation and test MAE% and cost (no baselines)."""
+    return con.execute("select model, config_hash, config_name, val_mae_pct, test_mae_pct, seconds_per_forecast "
+                       "from leaderboard where symbol = ? and list_contains(?, model)",
+                       [validate_symbol(symbol), list(MODELS)]).df()
+
+
+def selection_from_marts(store: Storage, symbol: str, model_ids: dict[str, str], runtime_knobs: dict[str, dict],
+                         base_seed: int) -> tuple[dict[str, dict], dict | None, pd.DataFrame]:
+    """(a document per model, the best document, the model leaderboard) of ``symbol`` from the marts.
+
+    A :class:`StoreError` saying what to rebuild when the marts are missing, damaged or hold no model
+    trials of ``symbol``.
+    """
+    db = store.duckdb_path
+    try:
+        store.check_metrics_db()
+        with open_marts(db) as con:
+            documents = model_documents(con, symbol, model_ids=model_ids, runtime_knobs=runtime_knobs,
+                                        base_seed=base_seed)
+            if not documents:
+                raise StoreError(f"{symbol}: no model trials in the marts; run its model sweeps, then rebuild the "
+                                 "marts (dbt build)")
+            return documents, best_document(con, symbol, documents), model_leaderboard(con, symbol)
+    except duckdb.Error as exc:
+        reason = str(exc).strip().splitlines()[0]
+        raise StoreError(f"{db}: cannot read the dbt marts ({reason}); rebuild them (dbt build)") from None

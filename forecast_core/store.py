@@ -76,8 +76,8 @@ def unreadable_trials_message(problems: list[tuple[Path, str]]) -> str:
     for path, reason in problems[:10]:
         sweep = path.parent.parent.name.removeprefix("sweep=")
         symbol = path.parent.name.removeprefix("symbol=")
-        lines.append(f"{path} ({reason}): re-materialise {sweep}_sweep for partition {symbol}, which recomputes "
-                     "and replaces unreadable trials of the current data; a file of older data: delete it")
+        lines.append(f"{path} ({reason}): re-run the {sweep} sweep for {symbol}, which recomputes and replaces "
+                     "unreadable trials of the current data; a file of older data: delete it")
     more = f"; and {len(problems) - 10} more" if len(problems) > 10 else ""
     return f"{len(problems)} unreadable trial file(s): " + "; ".join(lines) + more
 
@@ -150,11 +150,12 @@ class Storage:
     def read_prices(self, symbol: str) -> pd.DataFrame:
         path = self.prices_path(symbol)
         if not path.exists():
-            raise StoreError(f"{symbol}: no stored price history at {path}; materialise price_history first")
+            raise StoreError(f"{symbol}: no stored price history at {path}; load and store its prices first")
         try:
             frame = pd.read_parquet(path)
         except Exception as exc:
-            raise StoreError(f"{path}: unreadable price history ({exc}); re-materialise price_history") from exc
+            raise StoreError(f"{path}: unreadable price history ({exc}); load and store its prices again to "
+                             "replace it") from exc
         frame["timestamp"] = frame["timestamp"].astype("datetime64[ns]")
         return frame
 
@@ -255,8 +256,8 @@ class Storage:
                 raise StoreError(f"{path}: in use by another process ({reason}); DuckDB allows one writer at a "
                                  "time: wait for it to finish or stop it, then retry") from None
             raise StoreError(f"{path}: damaged metrics database ({reason}). It only holds what dbt builds from "
-                             "the trial Parquet files: delete it (or move it aside) and re-materialise the dbt "
-                             "assets (job build_metrics) to rebuild it") from None
+                             "the trial Parquet files: delete it (or move it aside) and rebuild it "
+                             "(dbt build)") from None
 
 
 def trial_context(symbol: str, prices: pd.DataFrame, spec: WindowSpec | Layout, **kwargs) -> TrialContext:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import glob
 import io
 import os
 import time
@@ -114,6 +115,10 @@ def tune(symbols: list[str], tune_config: dict | None = None) -> list[str]:
     with terminal.progress() as bar:
         log = bar.console
         failed = _each(bar, "prices + sweeps", symbols, lambda s: _run("tune_symbol", instance, log, s, tune_config))
+        trials = _storage().storage().trials_glob()
+        if next(glob.iglob(trials), None) is None:
+            raise SystemExit(f"nothing to build: no trials are stored ({trials} matches no file), so there are no "
+                             "marts or configs to make; fix the errors above and run again")
         log.print("building the dbt marts (dbt build) ...")
         if not _run("build_metrics", instance, log):
             raise SystemExit("dbt build failed; open the build_metrics run in `dagster dev` for the dbt log")
@@ -128,17 +133,11 @@ def _storage():
     return StorageResource()
 
 
-def _selection_report(symbols: list[str]) -> list[dict]:
-    from forecast_core.reports import selection_report
-    from forecast_core.selection import open_marts
-
-    with open_marts(_storage().storage().duckdb_path) as con:
-        return selection_report(con, symbols)
-
-
 def _print_tuned(args: argparse.Namespace, symbols: list[str], failed: list[str], seconds: float) -> int:
     """The selection per symbol, where the files are, and the exit code (1 if a symbol failed)."""
-    report = _selection_report(symbols)
+    from forecast_core.reports import read_selection_report
+
+    report = read_selection_report(_storage().storage().duckdb_path, symbols)
     root = Path(_storage().hyperparams_dir).resolve()
     if args.json:
         terminal.print_json({"symbols": report, "failed": failed, "seconds": round(seconds, 1),
@@ -180,18 +179,38 @@ def _describe(layout) -> str:
             f"context {spec.context}, stride {spec.step}; {layout.reason}")
 
 
+def _compare(symbol: str, horizon: int, use_stored: bool, log):
+    """One symbol's `hpo compare`: the prices, store, models and overrides the resources configure, then
+    the core comparison on them."""
+    from forecast_core.data import validate_prices
+    from forecast_core.overrides import env_overrides
+    from forecast_core.sweep.compare import Models, compare_symbol
+    from resources import BacktestSettings, PriceSourceResource
+    from resources.runtimes import KronosRuntime, Toto2Runtime, TotoRuntime
+
+    overrides = env_overrides(os.environ)
+    storage, settings = _storage(), BacktestSettings(horizon=horizon)
+    store = storage.storage()
+    prices = validate_prices(PriceSourceResource().source().load(symbol), symbol)
+    store.write_prices(symbol, prices)
+    batch = {k: v for k, v in overrides.toto.items() if k == "samples_per_batch"}  # a runtime knob
+    runtimes = {"toto": TotoRuntime(**batch), "toto2": Toto2Runtime(), "kronos": KronosRuntime()}
+    models = Models(toto=lambda: runtimes["toto"].forecaster, kronos=lambda: runtimes["kronos"].forecaster,
+                    toto2=runtimes["toto2"].model, toto2_checkpoints=lambda: runtimes["toto2"].labels,
+                    revision=lambda model: runtimes[model].model_revision)
+    return compare_symbol(store, symbol, prices, settings.spec(), models, overrides, settings.base_seed,
+                          Path(storage.hyperparams_dir) if use_stored else None, log)
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from forecast_core.reports import frame_records
-
-    from .compare import compare_symbol
 
     symbols = [validate_symbol(s) for s in (args.stocks or [args.symbol])]
     console, log = terminal.stdout_console(), terminal.stderr_console()
     results, failed = [], []
     for symbol in symbols:
         try:
-            comparison = compare_symbol(symbol, args.forecast_horizon, args.use_stored_hyperparams, os.environ,
-                                        log=log.print)
+            comparison = _compare(symbol, args.forecast_horizon, args.use_stored_hyperparams, log.print)
         except (PriceDataError, ConfigFileError, StoreError, ValueError) as exc:
             log.print(f"error: {exc}", soft_wrap=True)
             failed.append(symbol)

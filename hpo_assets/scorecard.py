@@ -12,6 +12,7 @@ from resources.runtimes import KronosRuntime, Toto2Runtime, TotoRuntime
 from .instance import ACCELERATOR_OP_TAGS, ACCELERATOR_POOL, symbols_partitions
 
 from .metadata import numbers, plot_png, table
+from .fixes import dagster_fix, prices_fix
 
 
 @asset(partitions_def=symbols_partitions, deps=[AssetKey("price_history"), AssetKey("selected_configs")],
@@ -35,7 +36,7 @@ def forward_scores(context: AssetExecutionContext, storage: StorageResource, bac
     try:
         prices = storage.storage().read_prices(symbol)
     except StoreError as exc:
-        context.log.warning(f"{symbol}: {exc}")
+        context.log.warning(dagster_fix(exc, prices_fix(symbol)))
         prices = None
     forecast = forecast_with(lambda: toto.forecaster, lambda: kronos.forecaster, toto2.model)
     added = {card.kind: score_forward(store, card, prices, forecast, backtest.base_seed) if prices is not None else 0

@@ -2,25 +2,23 @@
 
 from pathlib import Path
 
-import duckdb
 import pandas as pd
 from dagster import (
     AssetExecutionContext,
     AssetKey,
     AutomationCondition,
-    Failure,
     MaterializeResult,
     MetadataValue,
     asset,
 )
 
-from forecast_core.configs import MODELS, write_config
+from forecast_core.configs import write_config
 from forecast_core.labels import short_label
 from forecast_core.forward import document_trial, forecast_with
 from forecast_core.plots import last_test_window_figure
 from forecast_core.pretraining import bundled_model_id
 from forecast_core.sweep.spaces import default_trials
-from forecast_core.selection import best_document, default_document, model_documents, open_marts
+from forecast_core.selection import default_document, selection_from_marts
 from forecast_core.store import StoreError
 from forecast_core.windows import build_windows, plan_layout
 from resources import BacktestSettings, StorageResource
@@ -29,6 +27,7 @@ from resources.runtimes import KronosRuntime, Toto2Runtime, TotoRuntime
 from .instance import ACCELERATOR_OP_TAGS, ACCELERATOR_POOL, symbols_partitions
 
 from .metadata import numbers, plot_png, table
+from .fixes import SELECTION_FIX, in_dagster, prices_fix
 
 MARTS = [AssetKey("best_configs"), AssetKey("test_report"), AssetKey("model_choice")]
 
@@ -63,7 +62,10 @@ def selected_configs(context: AssetExecutionContext, storage: StorageResource, b
     symbol = context.partition_key
     root = Path(storage.hyperparams_dir)
     store = storage.storage()
-    prices = store.read_prices(symbol)
+    try:
+        prices = store.read_prices(symbol)
+    except StoreError as exc:
+        raise in_dagster(f"{symbol}: no config files written: {exc}", prices_fix(symbol)) from None
     layout = plan_layout(len(prices), backtest.spec())
     model_ids = {"toto": bundled_model_id(toto.source), "toto2": toto2.labels[0], "kronos": bundled_model_id(kronos.source)}
     runtime_knobs = {"toto": {"samples_per_batch": toto.samples_per_batch}}
@@ -74,7 +76,10 @@ def selected_configs(context: AssetExecutionContext, storage: StorageResource, b
                      for model, trial in default_trials(toto2.labels[0]).items()}
         best, board = None, pd.DataFrame()
     else:
-        documents, best, board = _from_marts(storage, symbol, model_ids, runtime_knobs, backtest.base_seed)
+        try:
+            documents, best, board = selection_from_marts(store, symbol, model_ids, runtime_knobs, backtest.base_seed)
+        except StoreError as exc:
+            raise in_dagster(f"{symbol}: no config files written: {exc}", SELECTION_FIX) from None
     written, set_aside = {}, []
     for kind, document in [*documents.items(), ("best", best)]:
         if document is None:
@@ -143,30 +148,6 @@ def _figures(selected: pd.DataFrame, best: dict | None) -> dict:
     if best is not None:
         figures["winner_is_model"] = 0 if best["metadata"].get("baseline") else 1
     return figures
-
-
-def _from_marts(storage: StorageResource, symbol: str, model_ids: dict, runtime_knobs: dict, base_seed: int):
-    """(documents, best document, leaderboard rows) from the dbt marts, or a Failure saying what to run."""
-    db = storage.storage().duckdb_path
-    try:
-        storage.storage().check_metrics_db()
-        with open_marts(db) as con:
-            documents = model_documents(con, symbol, model_ids=model_ids, runtime_knobs=runtime_knobs,
-                                        base_seed=base_seed)
-            if not documents:
-                raise ValueError(f"{symbol}: no model trials in the marts; run the sweeps (job tune_symbol) and "
-                                 "dbt first")
-            best = best_document(con, symbol, documents)
-            board = con.execute("select model, config_hash, config_name, val_mae_pct, test_mae_pct, "
-                                "seconds_per_forecast from leaderboard where symbol = ? and list_contains(?, model)",
-                                [symbol, list(MODELS)]).df()
-    except StoreError as exc:
-        raise Failure(description=f"{symbol}: no config files written: {exc}") from None
-    except duckdb.Error as exc:
-        reason = str(exc).strip().splitlines()[0]
-        raise Failure(description=f"{symbol}: no config files written: {db}: cannot read the dbt marts ({reason}); "
-                                  "re-materialise the dbt assets (job build_metrics), then this asset") from None
-    return documents, best, board
 
 
 def _forecast_fan(symbol: str, prices: pd.DataFrame, layout, documents: dict, backtest: BacktestSettings,

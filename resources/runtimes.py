@@ -16,7 +16,7 @@ from forecast_core.compiled.policy import (
     MIN_SPEEDUP, PARITY_TOLERANCE, POLICIES, CompileSettings, Outcome, prepare, reverify,
 )
 from forecast_core.compiled.wrappers import MODES
-from forecast_core.device import claim_device, resolve_dtype
+from forecast_core.device import DeviceBusyError, claim_device, resolve_dtype
 from forecast_core.kronos.forecaster import (
     DEFAULT_TINY,
     DEFAULT_TINY_TOKENIZER,
@@ -175,7 +175,7 @@ class TotoRuntime(_ResidentModel):
 
     def _load(self) -> None:
         directory = resolve_checkpoint(self.source, self.revision or None)
-        model = load_toto(directory, device=claim_device(self.device), dtype=resolve_dtype(self.dtype))
+        model = load_toto(directory, device=_claim(self.device), dtype=resolve_dtype(self.dtype))
         self._forecaster = TotoForecaster(model, samples_per_batch=self.samples_per_batch)
         self._revision = checkpoint_revision(directory)
 
@@ -206,7 +206,7 @@ class KronosRuntime(_ResidentModel):
     def _load(self) -> None:
         model_dir = resolve_checkpoint(self.source, self.revision or None)
         tokenizer_dir = resolve_checkpoint(self.tokenizer_source, self.tokenizer_revision or None)
-        model, tokenizer = load_kronos(model_dir, tokenizer_dir, device=claim_device(self.device))
+        model, tokenizer = load_kronos(model_dir, tokenizer_dir, device=_claim(self.device))
         self._forecaster = KronosForecaster(model, tokenizer, max_rows=self.max_rows)
         self._revision = kronos_revision(model_dir, tokenizer_dir)
 
@@ -272,7 +272,7 @@ class Toto2Runtime(_Pretrained):
         if label not in self._models:
             source = self._source(label)
             if self._device is None:
-                self._device = claim_device(self.device)
+                self._device = _claim(self.device)
             self._models[label] = load_toto2(source, self.revisions.get(source) or None, device=self._device,
                                              dtype=resolve_dtype(self.dtype))
         return self._models[label]
@@ -303,3 +303,13 @@ class Toto2Runtime(_Pretrained):
             return unknown[0]
         seen = [c for c in cutoffs if c.seen_through is not None]
         return max(seen, key=lambda c: c.seen_through) if seen else cutoffs[0]
+
+
+def _claim(device: str) -> str:
+    """:func:`claim_device`, with the Dagster way to keep within the devices when all are leased."""
+    try:
+        return claim_device(device)
+    except DeviceBusyError as exc:
+        raise DeviceBusyError(f"{exc} In Dagster: keep the 'accelerator' pool limit at the device count "
+                              "(`dagster instance concurrency set accelerator N`), or set this resource's "
+                              "device to an explicit one.") from None

@@ -4,7 +4,8 @@
 (hpo_assets/sweeps.py takes its run-config defaults from them); ``DEMO_TOTO`` / ``DEMO_TOTO2`` /
 ``DEMO_KRONOS`` are the smaller budgets ``hpo demo`` runs with. :func:`tune_symbol` runs what the sweep
 assets run for one symbol (baseline, Toto grid, Toto 2.0 grid, Kronos default + presets + TPE search +
-promotion) into a :class:`Storage`; the benchmarks use it.
+promotion) into a :class:`Storage` through the assets' driver (:class:`~.symbol.SymbolSweep`); the
+benchmarks use it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import pandas as pd
 
 from ..aggregate import quantile_rule
 from ..backtest import Trial
-from ..data import data_version
 from ..forecasters import BASELINES
 from ..knobs import TOTO2_BOUNDS
 from ..knobs import problems as knob_problems
@@ -35,15 +35,15 @@ from .spaces import (
     TOTO_SAMPLE_COUNTS,
     default_trials,
     kronos_config,
-    search_seed,
     toto_grid,
 )
-from ..store import Storage, trial_context
-from .runner import DrawPlan, SingleDraw, run_sweep
+from ..store import Storage
+from .runner import DrawPlan, SingleDraw
+from .symbol import SymbolSweep
 from ..toto import TotoForecaster
 from ..toto2 import QUANTILE_LEVELS, Toto2Model
 from .plans import kronos_plans, kronos_search, toto2_plans, toto_plans
-from ..windows import WindowSpec, Windows, build_windows, plan_layout
+from ..windows import WindowSpec, Windows
 
 # The random walk's sample count: Toto's default (256), so its CRPS% and coverage carry Monte Carlo
 # noise comparable to the models' default configs; 256 x horizon normals per window cost microseconds.
@@ -166,10 +166,9 @@ def tune_symbol(store: Storage, symbol: str, prices: pd.DataFrame, toto: TotoFor
 
     The windows are the layout the history allows (a history too short to tune scores default configs only).
     """
-    layout = plan_layout(len(prices), spec)
-    if layout.spec is None:
-        raise ValueError(f"{symbol}: {layout.reason}")
-    windows = build_windows(prices, layout.spec, symbol, base_seed)
+    models = SymbolSweep.of(store, symbol, prices, spec, base_seed, model_revision)
+    if models.windows is None:
+        raise ValueError(f"{symbol}: {models.layout.reason}")
     phases: dict[str, Phase] = {}
 
     def record(name: str, began: float, trials: int = 0) -> None:
@@ -177,20 +176,18 @@ def tune_symbol(store: Storage, symbol: str, prices: pd.DataFrame, toto: TotoFor
         if on_phase:
             on_phase(name, phases[name])
 
-    def sweep(name: str, plans: list[DrawPlan], revision: str = model_revision) -> None:
+    def sweep(name: str, plans: list[DrawPlan], on: SymbolSweep = models) -> None:
         began = time.perf_counter()
-        ctx = trial_context(symbol, prices, layout, model_revision=revision, base_seed=base_seed)
-        record(name, began, len(run_sweep(store, name, ctx, windows, plans).computed))
+        record(name, began, len(on.run(name, plans).computed))
 
-    sweep("baseline", [SingleDraw(BASELINES[n], [t]) for n, t in BASELINE_TRIALS.items()], revision="")
-    sweep("toto", toto_plans(toto, toto_trials(toto_budget, layout.tunable)))
+    sweep("baseline", [SingleDraw(BASELINES[n], [t]) for n, t in BASELINE_TRIALS.items()], models.with_revision(""))
+    sweep("toto", toto_plans(toto, toto_trials(toto_budget, models.tunable)))
     if toto2:
-        sweep("toto2", toto2_budget.plans(toto2, layout.spec.context, layout.tunable))
+        sweep("toto2", toto2_budget.plans(toto2, models.windows.spec.context, models.tunable))
     promoted = []
-    if layout.tunable:
+    if models.tunable:
         began = time.perf_counter()
-        seed = search_seed(symbol, data_version(prices), base_seed)  # the asset's seed
-        promoted, _ = kronos_promoted(kronos, windows, kronos_budget, seed)
+        promoted, _ = kronos_promoted(kronos, models.windows, kronos_budget, models.search_seed)
         record("kronos search", began)
-    sweep("kronos", kronos_sweep_plans(kronos, kronos_budget, layout.tunable, promoted))
+    sweep("kronos", kronos_sweep_plans(kronos, kronos_budget, models.tunable, promoted))
     return phases

@@ -1,5 +1,6 @@
 """forecast_core.sweep.budgets owns the sweep budgets; the Dagster run configs and the demo take theirs from it,
-and tune_symbol runs the sweeps' phases (checked here with stub forecasters: no model is loaded)."""
+and tune_symbol runs the sweeps' phases through the assets' driver (checked here with stub forecasters: no
+model is loaded)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from forecast_core.sweep.budgets import (
     tune_symbol,
 )
 from forecast_core.store import Storage
+from forecast_core.sweep.symbol import SymbolSweep
 from forecast_core.windows import WindowSpec
 from hpo_assets.cli import DEMO_TUNE_CONFIG
 from hpo_assets.sweeps import KronosSweepConfig, TotoSweepConfig
@@ -57,10 +59,13 @@ class _Walk:
 @pytest.mark.parametrize("bars, tunable", [(400, True), (120, False)])
 def test_tune_symbol_runs_every_phase(tmp_path, bars, tunable):
     spec = WindowSpec(horizon=16, n_val=4, n_test=2, context=128)
-    phases = tune_symbol(Storage(tmp_path), "TEST", make_prices(bars, seed=5), _Walk("toto"), _Walk("kronos"),
-                         spec, DEMO_TOTO, DEMO_KRONOS)
+    store, prices = Storage(tmp_path), make_prices(bars, seed=5)
+    phases = tune_symbol(store, "TEST", prices, _Walk("toto"), _Walk("kronos"), spec, DEMO_TOTO, DEMO_KRONOS)
     assert list(phases) == ["baseline", "toto", *(["kronos search"] if tunable else []), "kronos"]
     assert phases["baseline"].trials == len(BASELINE_TRIALS)
     assert phases["toto"].trials == len(toto_trials(DEMO_TOTO, tunable))
     assert (phases["kronos"].trials > 1) == tunable  # too short to tune: the default config alone
     assert all(p.seconds >= 0 for p in phases.values())
+    # the sweep assets' driver, on the same store: the same trial identities, every baseline found
+    driver = SymbolSweep.of(store, "TEST", prices, spec).with_revision("")
+    assert len(driver.summary("baseline", list(BASELINE_TRIALS.values()))) == len(BASELINE_TRIALS)

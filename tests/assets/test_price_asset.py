@@ -11,13 +11,8 @@ from forecast_core.data import validate_prices
 from forecast_core.repairs import OHLC, PricePolicy
 from forecast_core.store import Storage
 from resources import PriceSourceResource
-from tests.support import materialize_prices, make_resources
+from tests.support import make_resources, materialize_prices, step_failure_message
 from forecast_core.synthetic import make_prices
-
-
-def _failure_message(result) -> str:
-    failure = next(e for e in result.all_events if e.is_step_failure)
-    return failure.step_failure_data.error.message + str(failure.step_failure_data.user_failure_data)
 
 
 def _checks(result) -> dict:
@@ -61,7 +56,7 @@ def test_bad_values_fail_the_check_and_keep_the_old_copy(tmp_path, csv_dir, how,
     _spoil(make_prices(300, seed=1), how).to_csv(csv_dir / "AAA.csv", index=False)
     result = materialize_prices(instance, "AAA", resources)
     assert not result.success
-    assert "AAA" in _failure_message(result)
+    assert "AAA" in step_failure_message(result)
     failed = _checks(result)[check]
     assert not failed.passed and failed.severity == AssetCheckSeverity.ERROR
     assert (tmp_path / "st" / "prices" / "AAA.parquet").read_bytes() == before
@@ -76,7 +71,7 @@ def test_unreadable_files_fail_before_any_check(tmp_path, csv_dir, content, phra
     (csv_dir / "BAD.csv").write_text(content)
     result = materialize_prices(DagsterInstance.ephemeral(), "BAD", make_resources(tmp_path / "st", csv_dir))
     assert not result.success
-    message = _failure_message(result)
+    message = step_failure_message(result)
     assert phrase in message and "BAD.csv" in message
     assert not (tmp_path / "st" / "prices").exists()
 
@@ -91,6 +86,24 @@ def test_short_history_is_stored_with_a_layout_warning(tmp_path, csv_dir):
     assert check.description.startswith("50 bars: insufficient history: 50 bars, tuning needs ")
     meta = result.asset_materializations_for_node("price_history")[0].metadata
     assert not meta["tunable"].value and "insufficient history" in meta["layout_reason"].value
+
+
+def test_a_sweep_without_stored_prices_names_the_asset_to_run(tmp_path, csv_dir):
+    """The core says what is missing and its fix; the asset adds how Dagster stores the prices."""
+    from dagster import materialize
+
+    from hpo_assets.instance import register_symbols
+    from hpo_assets.sweeps import baseline_sweep
+
+    instance = DagsterInstance.ephemeral()
+    register_symbols(instance, ["AAA"])
+    result = materialize([baseline_sweep], partition_key="AAA", instance=instance,
+                         resources=make_resources(tmp_path / "st", csv_dir), raise_on_error=False)
+    assert not result.success
+    message = step_failure_message(result)
+    assert "AAA: no stored price history" in message and "load and store its prices first" in message
+    assert "(in Dagster: materialise price_history for partition AAA)" in message
+    assert "Traceback" not in message
 
 
 def test_unadjusted_split_only_warns(tmp_path, csv_dir):

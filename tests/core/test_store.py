@@ -219,17 +219,26 @@ def test_corrupt_parquet_gives_store_error_naming_the_directory(storage, prices)
         storage.read_trials()
     assert str(storage.trials_dir) in str(info.value)
     assert "0000-broken.parquet" in str(info.value)  # and which file is broken
+    assert "re-run the s1 sweep for AAA, which recomputes" in str(info.value)  # and the fix
 
 
 def test_prices_round_trip_and_missing_prices(storage, prices):
-    with pytest.raises(StoreError, match="AAA"):
+    with pytest.raises(StoreError, match="AAA: no stored price history .*; load and store its prices first"):
         storage.read_prices("AAA")
     storage.write_prices("aaa", prices.assign(extra=1))
     back = storage.read_prices("AAA")
     pd.testing.assert_frame_equal(back, prices)
     storage.prices_path("AAA").write_bytes(b"garbage")
-    with pytest.raises(StoreError, match="unreadable"):
+    with pytest.raises(StoreError, match="unreadable price history .*; load and store its prices again"):
         storage.read_prices("AAA")
+
+
+def test_damaged_metrics_database_is_named_with_the_fix(storage):
+    storage.check_metrics_db()  # missing is fine: dbt creates it
+    storage.root.mkdir(parents=True, exist_ok=True)
+    storage.duckdb_path.write_bytes(b"not a database " * 4096)
+    with pytest.raises(StoreError, match=r"damaged metrics database .*delete it .*rebuild it \(dbt build\)"):
+        storage.check_metrics_db()
 
 
 # -- sweeps -------------------------------------------------------------------------------------------------

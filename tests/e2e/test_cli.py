@@ -188,6 +188,18 @@ def test_bad_symbol_is_rejected_before_anything_runs(tmp_path):
     assert not (tmp_path / "st").exists()
 
 
+def test_tune_with_no_trials_stored_says_there_is_nothing_to_build(tmp_path):
+    """Every symbol fails its prices on an empty store: a clear end instead of dbt's missing metrics.duckdb."""
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home"), "HPO_STORAGE_DIR": str(tmp_path / "st"),
+           "HPO_HYPERPARAMS_DIR": str(tmp_path / "hp")}
+    done = _hpo("tune", "--stocks", "ZZZA", "ZZZB", env=env)  # not in the embedded data set
+    assert done.returncode == 1 and done.stdout == ""
+    assert "ZZZA: prices + sweeps FAILED" in done.stderr and "ZZZB: prices + sweeps FAILED" in done.stderr
+    assert "nothing to build: no trials are stored" in done.stderr
+    assert "dbt build" not in done.stderr and "metrics.duckdb" not in done.stderr
+    assert not (tmp_path / "st" / "metrics.duckdb").exists() and not (tmp_path / "hp").exists()
+
+
 def _model_env(tmp_path, random_checkpoints, **extra):
     return {**os.environ, "DAGSTER_HOME": str(tmp_path / "home"), "HPO_STORAGE_DIR": str(tmp_path / "st"),
             "HPO_HYPERPARAMS_DIR": str(tmp_path / "hp"), "HPO_TOTO_SOURCE": str(random_checkpoints["toto"]),

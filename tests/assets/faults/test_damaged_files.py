@@ -58,7 +58,7 @@ def test_hand_edited_and_corrupt_configs_are_named_and_set_aside(tuned):
             read_config(paths[kind], kind)
         message = str(info.value)
         assert str(paths[kind]) in message and all(p in message for p in phrases), message
-        assert "re-materialise selected_configs" in message  # and how to fix it
+        assert "re-run the config selection for this symbol" in message  # and how to fix it
     with pytest.raises(ConfigFileError, match=r"'config.aggregate'.*'meen'"):
         toto["config"].update(num_samples=16, aggregate="meen")  # passes the schema, not the parser
         paths["toto"].write_text(json.dumps(toto))
@@ -106,12 +106,12 @@ def test_corrupt_trial_parquet_is_named_and_recomputed(tmp_path, csv_dir):
     with pytest.raises(StoreError) as info:
         store.read_trials()
     message = str(info.value)
-    assert str(victim) in message and "re-materialise baseline_sweep for partition AAA" in message
+    assert str(victim) in message and "re-run the baseline sweep for AAA, which recomputes" in message
 
     built = materialize([dbt_metrics], instance=instance, resources=resources, raise_on_error=False)
     assert not built.success
     message = step_failure_message(built)
-    assert victim.name in message and "re-materialise baseline_sweep" in message
+    assert victim.name in message and "materialise baseline_sweep for partition AAA" in message
     assert "Traceback" not in message and not store.duckdb_path.exists()  # stopped before dbt ran
 
     again = materialize([baseline_sweep], partition_key="AAA", instance=instance, resources=resources)
