@@ -6,6 +6,13 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export HPO_STORAGE_DIR ?= $(CURDIR)/storage
+# The dbt manifest the dbt assets are defined from: made here, never when the code location loads
+# (hpo_assets/dbt_project.py), and made again whenever a file of the dbt project changes.
+DBT_MANIFEST := dbt_metrics/target/manifest.json
+DBT_FILES := $(shell find dbt_metrics \( -name target -o -name logs -o -name dbt_packages \) -prune -o -type f \
+	\( -name '*.sql' -o -name '*.yml' -o -name '*.csv' \) -print)
+# dagster-dbt runs `dbt` from PATH (prepare-and-package here, prepare_if_dev under `dagster dev`).
+WITH_VENV_PATH := PATH="$(abspath $(BIN)):$$PATH"
 
 # Upstream packages, only for the parity tests: installed without their exact pins into their own
 # folders (never into .venv), imported from there by benchmarks/upstream/*.py.
@@ -27,7 +34,12 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[test,k8s]"
 	touch $@
 
-demo: $(VENV)/.installed
+# The environment is usable once its dbt manifest exists, so every target below depends on this one.
+$(DBT_MANIFEST): $(DBT_FILES) $(VENV)/.installed
+	$(WITH_VENV_PATH) $(BIN)/dagster-dbt project prepare-and-package --file hpo_assets/dbt_project.py
+	test -f $@
+
+demo: $(DBT_MANIFEST)
 	$(BIN)/hpo demo
 
 .upstream/.installed: Makefile | $(BIN)/python
@@ -36,19 +48,19 @@ demo: $(VENV)/.installed
 	$(BIN)/pip install --quiet --no-deps --upgrade --ignore-requires-python --target .upstream/toto2 $(UPSTREAM_TOTO2)
 	touch $@
 
-test: $(VENV)/.installed .upstream/.installed
+test: $(DBT_MANIFEST) .upstream/.installed
 	$(BIN)/pytest
 
-dev: $(VENV)/.installed
+dev: $(DBT_MANIFEST)
 	mkdir -p "$(DAGSTER_HOME)"
-	$(BIN)/dagster dev -w workspace.yaml
+	$(WITH_VENV_PATH) $(BIN)/dagster dev -w workspace.yaml
 
 # The README's UI screenshots (docs/ui-*.png): a demo instance in a temp folder, the real webserver,
 # headless Chromium (apt-get install chromium). SCREENSHOT_ARGS=--reuse skips re-running the demo.
-screenshots: $(VENV)/.installed
+screenshots: $(DBT_MANIFEST)
 	$(BIN)/python scripts/ui_screenshots.py $(SCREENSHOT_ARGS)
 
-validate: $(VENV)/.installed
+validate: $(DBT_MANIFEST)
 	$(BIN)/dagster definitions validate -w workspace.yaml
 
 clean:

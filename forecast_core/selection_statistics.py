@@ -65,12 +65,12 @@ TABLES: dict[str, dict[str, str]] = {
         "challenger_config_hash": "string", "symbols": "Int64", "windows": "Int64", "configs": "Int64",
         "p_value": "float64", "significant_vs_default": "boolean", "selection_test": "string", "outcome": "string",
     },
-    "model_choice": {
+    "winner_tests": {
         "symbol": "string", "winning_model": "string", "winning_config_hash": "string", "candidates": "string",
         "p_value_vs_persistence": "float64", "significant_vs_persistence": "boolean", "selection_test": "string",
         "choice_reason": "string",
     },
-    "test_report": {
+    "test_comparisons": {
         "symbol": "string", "model": "string", "reference": "string", "metric": "string", "subset": "string",
         "mean_diff": "float64", "reference_mean": "float64", "ci_low": "float64", "ci_high": "float64",
         "windows": "Int64", "significantly_better": "boolean",
@@ -262,7 +262,7 @@ def decide(symbol: str, model: str, rows: pd.DataFrame, pooled: Pooled, reps: in
 
 
 def choose_model(symbol: str, rows: pd.DataFrame, selected: Mapping[str, str], reps: int) -> dict:
-    """Each model's selected config and the random walk against persistence (a ``model_choice`` row)."""
+    """Each model's selected config and the random walk against persistence (a ``winner_tests`` row)."""
     reference = rows[rows["model"] == REFERENCE]
     candidates = {m: rows[(rows["model"] == m) & (rows["config_hash"] == h)] for m, h in selected.items()}
     candidates[PROBABILISTIC_REFERENCE] = rows[rows["model"] == PROBABILISTIC_REFERENCE]
@@ -317,7 +317,7 @@ def _compare(symbol: str, model: str, mine: pd.DataFrame, theirs: pd.DataFrame, 
             "significantly_better": interval.significantly_better}
 
 
-def test_report_rows(symbol: str, model: str, rows: pd.DataFrame, decision: dict, out_of_sample: set | None,
+def test_comparison_rows(symbol: str, model: str, rows: pd.DataFrame, decision: dict, out_of_sample: set | None,
                      reps: int) -> list[dict]:
     """The selected config on test vs its default and persistence (MAE%) and the random walk (CRPS%),
     over every test window and, where any exist, over the out-of-sample ones alone."""
@@ -385,11 +385,11 @@ def selection_tables(trials: pd.DataFrame, cutoffs: Mapping[str, Callable[[str],
             summary, flags, oos = _pretraining(symbol, model, group, cutoffs[model](symbol))
             out["pretraining"].append(summary)
             out["pretraining_windows"] += flags
-            out["test_report"] += test_report_rows(symbol, model, by_symbol[symbol], decision, oos, reps)
+            out["test_comparisons"] += test_comparison_rows(symbol, model, by_symbol[symbol], decision, oos, reps)
     chosen: dict[str, dict[str, str]] = {}
     for decision in out["decisions"]:
         chosen.setdefault(decision["symbol"], {})[decision["model"]] = decision["selected_config_hash"]
     for symbol, group in by_symbol.items():
-        out["model_choice"].append(choose_model(symbol, group, chosen.get(symbol, {}), reps))
+        out["winner_tests"].append(choose_model(symbol, group, chosen.get(symbol, {}), reps))
     return {name: table(name, rows) for name, rows in out.items()}
 

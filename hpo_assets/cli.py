@@ -79,6 +79,9 @@ def _failure_reason(events) -> str:
 
 def _run(job_name: str, instance, log, partition: str | None = None, run_config: dict | None = None) -> bool:
     """Run a job in this process; what it prints (the dbt log) reaches stderr only when it fails."""
+    from .dbt_project import prepare_manifest
+
+    prepare_manifest()  # an edited dbt project is parsed before the definitions load, never at import
     from .definitions import defs
 
     printed = io.StringIO()
@@ -298,6 +301,9 @@ def _runtime_revisions() -> tuple[dict[str, str], list[str]]:
     from forecast_core.checkpoints import CheckpointError
     from forecast_core.configs import MODELS
 
+    from .dbt_project import prepare_manifest
+
+    prepare_manifest()  # as in _run: the definitions need a current manifest
     from .definitions import default_resources
 
     runtimes = default_resources()

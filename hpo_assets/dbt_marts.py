@@ -1,44 +1,27 @@
-"""The dbt project in dbt_metrics/ as Dagster assets: staging views and leaderboard marts in DuckDB."""
+"""The dbt project in dbt_metrics/ as Dagster assets: staging views and leaderboard marts in DuckDB.
+
+Defined from the dbt manifest, which a build step makes (see hpo_assets.dbt_project); importing this
+module without one fails and names the command that creates it.
+"""
 
 import os
-import shutil
-import sys
-from pathlib import Path
 
-from dagster import AssetExecutionContext, AutomationCondition, Failure
-from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+from dagster import AssetExecutionContext, AutomationCondition
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 
 from forecast_core.store import StoreError, unreadable_trials_message
 from resources import StorageResource
 
+from .dbt_project import dbt_project, require_manifest
+from .fixes import in_dagster, trials_fix
 from .instance import METRICS_POOL
 
-DBT_PROJECT_DIR = Path(os.environ.get("HPO_DBT_PROJECT_DIR", Path(__file__).resolve().parent.parent / "dbt_metrics"))
-dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
-# The dbt installed beside this Python, so an un-activated virtual environment works too.
-DBT_EXECUTABLE = shutil.which("dbt", path=str(Path(sys.executable).parent)) or shutil.which("dbt") or "dbt"
-
-
-def dbt_resource() -> DbtCliResource:
-    return DbtCliResource(project_dir=dbt_project, dbt_executable=DBT_EXECUTABLE)
-
-
-def _manifest_is_stale(project: DbtProject) -> bool:
-    if not project.manifest_path.exists():
-        return True
-    built = project.manifest_path.stat().st_mtime
-    sources = [project.project_dir / "dbt_project.yml", project.project_dir / "profiles.yml"]
-    for folder in ("models", "macros"):
-        sources.extend((project.project_dir / folder).rglob("*"))
-    return any(path.is_file() and path.stat().st_mtime > built for path in sources)
-
-
-if _manifest_is_stale(dbt_project):  # parse once per change of the dbt project, not at every load
-    dbt_resource().cli(["parse", "--quiet"], target_path=dbt_project.target_path).wait()
-
+MANIFEST = require_manifest()
 
 SELECTION_TAG = "selection"  # dbt_project.yml tags the selection marts; built after selection_statistics
 SELECTION_MARTS = f"tag:{SELECTION_TAG}"
+# dbt unit tests check the SQL, not the data: tests/e2e/test_tuning_e2e.py runs them, the runs leave them out.
+BUILD_EXCLUDES = ["--exclude-resource-type", "unit_test"]
 
 
 class MetricsTranslator(DagsterDbtTranslator):
@@ -53,14 +36,14 @@ class MetricsTranslator(DagsterDbtTranslator):
         return "selection" if SELECTION_TAG in dbt_resource_props.get("tags", []) else "metrics"
 
 
-@dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, pool=METRICS_POOL,
+@dbt_assets(manifest=MANIFEST, project=dbt_project, pool=METRICS_POOL,
             dagster_dbt_translator=MetricsTranslator(), exclude=SELECTION_MARTS)
 def dbt_metrics(context: AssetExecutionContext, dbt: DbtCliResource, storage: StorageResource):
     """``dbt build`` of the staging views and aggregation marts over the stored trials."""
     yield from _build(context, dbt, storage)
 
 
-@dbt_assets(manifest=dbt_project.manifest_path, project=dbt_project, pool=METRICS_POOL,
+@dbt_assets(manifest=MANIFEST, project=dbt_project, pool=METRICS_POOL,
             dagster_dbt_translator=MetricsTranslator(), select=SELECTION_MARTS, name="dbt_selection_marts")
 def dbt_selection_marts(context: AssetExecutionContext, dbt: DbtCliResource, storage: StorageResource):
     """``dbt build`` of the selection marts over the selection statistics' Parquet tables."""
@@ -76,13 +59,13 @@ def _build(context: AssetExecutionContext, dbt: DbtCliResource, storage: Storage
     store = storage.storage()
     problems = store.unreadable_trials()
     if problems:
-        raise Failure(description="dbt build not started: " + unreadable_trials_message(problems))
+        raise in_dagster("dbt build not started: " + unreadable_trials_message(problems), trials_fix(problems))
     try:
         store.check_metrics_db()
     except StoreError as exc:
-        raise Failure(description=f"dbt build not started: {exc}") from None
+        raise in_dagster(f"dbt build not started: {exc}", "then materialise the dbt assets (job build_metrics)") from None
     os.environ.update(storage.dbt_env())  # profiles.yml and read_trials read these (step process only)
-    yield from dbt.cli(["build"], context=context).stream()
+    yield from dbt.cli(["build", *BUILD_EXCLUDES], context=context).stream()
 
 
 def metrics_assets() -> list:

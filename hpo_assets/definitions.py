@@ -6,7 +6,8 @@ from resources import BacktestSettings, PriceSourceResource, RetuneSettings, Sto
 from resources.runtimes import KronosRuntime, Toto2Runtime, TotoRuntime
 
 from .jobs import metrics_job, refresh_prices_job, select_configs_job, tune_symbol_job
-from .dbt_marts import dbt_metrics, dbt_resource, dbt_selection_marts
+from .dbt_marts import dbt_metrics, dbt_selection_marts
+from .dbt_project import dbt_resource
 from .compiled_models import kronos_model, toto_model
 from .prices import price_history
 from .scorecard import forward_scores

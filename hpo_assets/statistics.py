@@ -5,6 +5,8 @@ Reads ``stg_trials`` from the metrics database (read-only), runs
 storage root, where the selection marts read them as dbt sources: dbt stays the only DuckDB writer.
 """
 
+from pathlib import Path
+
 import duckdb
 from dagster import (
     AssetExecutionContext,
@@ -30,6 +32,12 @@ from .metadata import table
 
 # One asset per table, keyed as dagster-dbt keys the dbt source tables that read them.
 TABLE_KEYS = {name: AssetKey(["selection", name]) for name in TABLES}
+
+
+def _retired_tables(selection_dir: Path) -> list[Path]:
+    """Parquet files in the selection folder that no table writes any more (tables renamed since they
+    were written, e.g. model_choice -> winner_tests): stale copies that nothing reads or refreshes."""
+    return [path for path in sorted(selection_dir.glob("*.parquet")) if path.stem not in TABLES]
 
 
 @multi_asset(specs=[AssetSpec(key, deps=[AssetKey("stg_trials"), AssetKey("leaderboard")], group_name="selection",
@@ -60,7 +68,10 @@ def selection_statistics(context: AssetExecutionContext, storage: StorageResourc
             context.log.warning(f"{model}: {probe.warning}")
     tables = selection_tables(trials, cutoffs)
     store.write_selection_tables(tables)
-    decisions, choice, pooled = tables["decisions"], tables["model_choice"], tables["pooled"]
+    for retired in _retired_tables(store.selection_dir):
+        retired.unlink()
+        context.log.info(f"removed {retired}: no selection table has that name any more")
+    decisions, choice, pooled = tables["decisions"], tables["winner_tests"], tables["pooled"]
     pretraining = tables["pretraining"]
     metadata = {
         "symbols": int(trials["symbol"].nunique()),
@@ -70,7 +81,7 @@ def selection_statistics(context: AssetExecutionContext, storage: StorageResourc
         "decisions": table(decisions[["symbol", "model", "selection_basis", "p_value_vs_default",
                                       "confidence_set_size", "selection_reason"]]),
         "pooled_challengers": table(pooled[["model", "symbols", "p_value", "outcome"]]),
-        "model_choice": table(choice[["symbol", "winning_model", "choice_reason"]]),
+        "winner_tests": table(choice[["symbol", "winning_model", "choice_reason"]]),
         "out_of_sample_test_windows": table(pretraining[["symbol", "model", "test_windows",
                                                          "test_windows_out_of_sample", "statement"]]),
         "files": MetadataValue.json({name: str(store.selection_dir / f"{name}.parquet") for name in tables}),

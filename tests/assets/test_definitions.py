@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+
+import pytest
 from dagster import AssetCheckKey, AssetKey
+from dagster_dbt import DbtProject
 
 from forecast_core.forecasters import BASELINES
 from forecast_core.selection_statistics import TABLES
 from hpo_assets.definitions import defs
-from hpo_assets.dbt_marts import DBT_PROJECT_DIR
+from hpo_assets import dbt_project as dbt_project_module
+from hpo_assets.dbt_project import DBT_PROJECT_DIR, PREPARE_MANIFEST
 
 EXPECTED_GRAPH = {
     "price_history": set(),
@@ -19,8 +25,8 @@ EXPECTED_GRAPH = {
     "leaderboard": {"stg_trials"},
     **{f"selection/{table}": {"stg_trials", "leaderboard"} for table in TABLES},
     "best_configs": {"selection/decisions", "selection/pretraining", "leaderboard"},
-    "test_report": {"selection/test_report"},
-    "model_choice": {"selection/model_choice", "leaderboard", "best_configs"},
+    "test_report": {"selection/test_comparisons"},
+    "model_choice": {"selection/winner_tests", "leaderboard", "best_configs"},
     "pooled_challengers": {"selection/pooled", "leaderboard"},
     "window_pretraining": {"selection/pretraining_windows"},
     "pareto_front": {"leaderboard"},
@@ -102,3 +108,26 @@ def test_the_dbt_baseline_list_matches_the_core():
 
     project = yaml.safe_load((DBT_PROJECT_DIR / "dbt_project.yml").read_text())
     assert set(project["vars"]["baseline_models"]) == set(BASELINES)
+
+
+
+@pytest.mark.slow  # a real dbt parse
+def test_without_a_manifest_loading_names_the_command_and_prepare_manifest_makes_it(tmp_path, monkeypatch):
+    """Nothing parses dbt on import: without a manifest the dbt assets (hpo_assets.dbt_marts calls
+    require_manifest first) fail to load, saying how to make one; prepare_manifest (what the hpo
+    command calls before loading them) makes it with a real dbt parse once, then leaves it alone."""
+    copy = tmp_path / "dbt_metrics"
+    shutil.copytree(DBT_PROJECT_DIR, copy, ignore=shutil.ignore_patterns("target", "logs"))
+    monkeypatch.setattr(dbt_project_module, "dbt_project", DbtProject(project_dir=copy, profiles_dir=copy))
+    manifest = copy / "target" / "manifest.json"
+    with pytest.raises(FileNotFoundError) as missing:
+        dbt_project_module.require_manifest()
+    assert str(missing.value).startswith(f"no dbt manifest at {manifest}")
+    assert f"Create it with `make` (or `{PREPARE_MANIFEST}`" in str(missing.value)
+
+    assert dbt_project_module.prepare_manifest() == manifest
+    built = manifest.stat().st_mtime_ns
+    assert "model.hpo_metrics.best_configs" in json.loads(manifest.read_text())["nodes"]
+    assert dbt_project_module.changed_since_manifest() == []
+    assert dbt_project_module.prepare_manifest().stat().st_mtime_ns == built  # up to date: not parsed again
+    assert dbt_project_module.require_manifest() == manifest

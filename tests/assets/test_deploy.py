@@ -20,6 +20,7 @@ from dagster_k8s.container_context import K8sContainerContext
 from dagster_k8s.job import DagsterK8sJobConfig, construct_dagster_k8s_job, get_user_defined_k8s_config
 
 from forecast_core.device import DeviceBusyError, claim_device, lease_device
+from hpo_assets.dbt_project import PREPARE_MANIFEST
 from hpo_assets.instance import ACCELERATOR_POOL, METRICS_POOL
 from tests.support import REPO
 
@@ -112,6 +113,8 @@ def test_helm_values_match_the_image_module_and_pools(k8s_defs, values, user_dep
     readme = (DEPLOY / "README.md").read_text()
     [workdir] = re.findall(r"^WORKDIR\s+(\S+)", dockerfile, flags=re.M)
     assert 'pip install -e ".[deploy]"' in dockerfile  # dagster-k8s and dagster-postgres in the image
+    # the image makes the dbt manifest with the step `make` runs (pods never run dbt parse)
+    assert PREPARE_MANIFEST in dockerfile and PREPARE_MANIFEST in (REPO / "Makefile").read_text()
 
     args = user_deployment["dagsterApiGrpcArgs"]
     module = args[args.index("-m") + 1]
@@ -144,7 +147,6 @@ def test_helm_values_match_the_image_module_and_pools(k8s_defs, values, user_dep
 HOLDER = """
 import sys
 from forecast_core.device import DeviceBusyError, claim_device
-from tests.support import REPO
 try:
     device = claim_device("auto", device_count=3, prefix="fake", lock_dir=sys.argv[1])
 except DeviceBusyError as exc:
@@ -169,7 +171,7 @@ def test_step_processes_lease_distinct_devices_and_a_killed_holder_frees_its_own
         fourth = _start_holder(tmp_path)
         out, err = fourth.communicate(timeout=60)
         assert fourth.returncode == 3, (out, err)
-        assert "all 3 fake devices are leased" in out and "accelerator" in out
+        assert "all 3 fake devices are leased" in out and "Run at most 3 model processes at once" in out
         assert all(f"pid {p.pid}" in out for p in holders), out  # the error names who holds what
 
         victim = holders[devices.index("fake:1")]

@@ -108,7 +108,7 @@ def test_without_a_pooled_challenger_noise_keeps_the_cheaper_config():
 def test_persistence_wins_unless_a_model_beats_it_under_the_test():
     rng = np.random.default_rng(5)
     rows = _symbol("FLAT", rng, {"a": 0.0}, persistence_gain=0.0) + _symbol("SKILL", rng, {"a": 0.3})
-    choice = selection_tables(_frame(rows), _cutoffs())["model_choice"].set_index("symbol")
+    choice = selection_tables(_frame(rows), _cutoffs())["winner_tests"].set_index("symbol")
     assert choice.loc["FLAT", "winning_model"] == "persistence" and not choice.loc["FLAT", "significant_vs_persistence"]
     assert choice.loc["FLAT", "choice_reason"].endswith("persistence named")
     assert choice.loc["SKILL", "winning_model"] in ("toto", "kronos")
@@ -130,7 +130,7 @@ def test_a_cutoff_after_the_data_end_flags_every_window_and_reports_no_out_of_sa
     assert (pretraining["test_windows_out_of_sample"] == 0).all() and (pretraining["test_windows"] == N_TEST).all()
     assert pretraining["statement"].str.startswith(f"every test window ({N_TEST}) is inside the pretraining period").all()
     assert pretraining["statement"].str.contains("no out-of-sample evidence").all()
-    assert set(tables["test_report"]["subset"]) == {"all"}
+    assert set(tables["test_comparisons"]["subset"]) == {"all"}
 
 
 def test_out_of_sample_windows_get_their_own_test_rows():
@@ -140,7 +140,7 @@ def test_out_of_sample_windows_get_their_own_test_rows():
     flags = tables["pretraining_windows"].query("model == 'toto'").sort_values("origin_index")
     assert flags["in_pretraining_period"].tolist() == [True] * (N_VAL + 2) + [False] * (N_TEST - 2)
     assert (tables["pretraining"]["test_windows_out_of_sample"] == N_TEST - 2).all()
-    report = tables["test_report"].set_index(["model", "reference", "metric", "subset"])
+    report = tables["test_comparisons"].set_index(["model", "reference", "metric", "subset"])
     assert report.loc[("toto", "persistence", "mae_pct", "out_of_sample"), "windows"] == N_TEST - 2
     assert report.loc[("toto", "persistence", "mae_pct", "all"), "windows"] == N_TEST
     assert report.loc[("toto", "random_walk", "crps_pct", "all"), "windows"] == N_TEST
@@ -160,9 +160,9 @@ def test_a_history_too_short_to_tune_keeps_defaults_and_names_persistence():
     decisions = tables["decisions"]
     assert (decisions["selected_config_hash"] == decisions["default_config_hash"]).all()
     assert decisions["selection_reason"].str.startswith("insufficient history").all()
-    choice = tables["model_choice"].iloc[0]
+    choice = tables["winner_tests"].iloc[0]
     assert choice["winning_model"] == "persistence" and choice["choice_reason"].startswith("insufficient history")
-    assert (tables["test_report"]["windows"] == N_TEST).all()
+    assert (tables["test_comparisons"]["windows"] == N_TEST).all()
 
 
 def test_deterministic():

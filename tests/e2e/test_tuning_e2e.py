@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+from pathlib import Path
+
 import pandas as pd
 import pytest
 from dagster import AssetKey, DagsterInstance, materialize
@@ -10,6 +15,7 @@ from forecast_core.configs import read_config
 from forecast_core.files import atomic_write_parquet
 from hpo_assets.instance import register_symbols
 from hpo_assets.dbt_marts import dbt_metrics, dbt_selection_marts, metrics_assets
+from hpo_assets.dbt_project import DBT_EXECUTABLE, dbt_project
 from hpo_assets.prices import price_history
 from hpo_assets.selected_configs import selected_configs
 from hpo_assets.sweeps import baseline_sweep, kronos_sweep, toto2_sweep, toto_sweep
@@ -71,6 +77,18 @@ def _selected(db) -> dict:
     return {(s, m): (h, t) for s, m, h, t in rows}
 
 
+def _dbt_unit_test_results(target: Path, env: dict[str, str]) -> dict[str, str]:
+    """`dbt test --select test_type:unit` against the built database (``env``: where it is, as the dbt
+    assets set it): the SQL selection rules on their given rows (dbt_metrics/models/*/schema.yml), which
+    the pipeline's dbt build leaves out. Per unit test, its status."""
+    done = subprocess.run([DBT_EXECUTABLE, "test", "--select", "test_type:unit", "--target-path", str(target),
+                           "--log-path", str(target)], cwd=dbt_project.project_dir, env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-2000:]
+    results = json.loads((target / "run_results.json").read_text())["results"]
+    return {r["unique_id"]: r["status"] for r in results}
+
+
 def test_tune_select_resume_and_never_read_test(tmp_path, csv_dir, random_checkpoints, dagster_home):
     instance = DagsterInstance.get()
     register_symbols(instance, SYMBOLS)
@@ -88,8 +106,16 @@ def test_tune_select_resume_and_never_read_test(tmp_path, csv_dir, random_checkp
         # 2 variates, each pass scoring 2 point rules; kronos: default (1 mean, 4 x 2 aggregations), one
         # preset and one TPE promotion, each 4 samples x 2 aggregations (capped)
         assert [_computed(first, a) for a in ("toto_sweep", "toto2_sweep", "kronos_sweep")] == [10, 16, 7]
+    retired = tmp_path / "st" / "selection" / "model_choice.parquet"  # winner_tests' name in older versions
+    retired.parent.mkdir(parents=True)
+    pd.DataFrame({"symbol": ["AAA"], "winning_model": ["toto"]}).to_parquet(retired)
     assert materialize(metrics_assets(), instance=instance, resources=resources).success
+    assert not retired.exists()  # a stale copy under the old name would read as current
     assert _column_docs_mismatch(tmp_path / "st" / "metrics.duckdb") == {}
+    unit_tests = _dbt_unit_test_results(tmp_path / "dbt_unit_tests", resources["storage"].dbt_env())
+    defined = json.loads((tmp_path / "dbt_unit_tests" / "manifest.json").read_text())["unit_tests"]
+    assert set(unit_tests) == set(defined) and len(unit_tests) >= 5  # every unit test ran
+    assert set(unit_tests.values()) == {"pass"}, unit_tests
     selection_meta = {}
     for symbol in SYMBOLS:
         written = materialize([selected_configs], partition_key=symbol, instance=instance, resources=resources)

@@ -1,8 +1,8 @@
 -- Which model wins per symbol: each model's selected config and the random walk against
--- persistence on validation (source selection.model_choice). A model is named only when it beats
+-- persistence on validation (source selection.winner_tests). A model is named only when it beats
 -- persistence under the selection test; otherwise persistence is, and the reason says why.
 with choice as (
-    select * from {{ source('selection', 'model_choice') }}
+    select * from {{ source('selection', 'winner_tests') }}
 ),
 
 persistence as (
