@@ -270,7 +270,7 @@ def choose_model(symbol: str, rows: pd.DataFrame, selected: Mapping[str, str], r
     row = {"symbol": symbol, "candidates": json.dumps(sorted(candidates)), "significant_vs_persistence": False}
     if reference.empty:
         return {**row, "winning_model": None, "selection_test": "none: persistence not scored",
-                "choice_reason": "persistence was not scored: run baseline_sweep for this symbol"}
+                "choice_reason": "persistence was not scored: run the baseline sweep for this symbol"}
     persistence_hash = reference["config_hash"].iloc[0]
     val = [reference[reference["split"] == "val"].set_index("origin_index")["mae_pct"].rename(REFERENCE)]
     val += [c[c["split"] == "val"].set_index("origin_index")["mae_pct"].rename(m) for m, c in candidates.items()]
