@@ -24,6 +24,7 @@ from .data import SYMBOL_PATTERN, validate_symbol
 from .files import atomic_write_text
 
 MODELS = ("toto", "toto2", "kronos")  # the tuned model families, one config file each
+KINDS = (*MODELS, "best")  # the config files stored per symbol: each family's, then the winner's
 FIX_HINT = ("fix that field by hand, or re-run the config selection for this symbol (e.g. `hpo tune`): "
             "it keeps the invalid file as SYMBOL.json.invalid-<time> and writes a valid one")
 
@@ -39,8 +40,8 @@ def _schema(kind: str) -> dict:
 
 
 def config_path(root: Path, kind: str, symbol: str) -> Path:
-    if kind not in (*MODELS, "best"):
-        raise ValueError(f"config kind must be one of {(*MODELS, 'best')}, got {kind!r}")
+    if kind not in KINDS:
+        raise ValueError(f"config kind must be one of {KINDS}, got {kind!r}")
     return Path(root) / kind / f"{validate_symbol(symbol)}.json"
 
 

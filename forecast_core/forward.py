@@ -31,7 +31,7 @@ import pandas as pd
 
 from .backtest import Draw, Trial, score_trials
 from .sweep.budgets import BASELINE_TRIALS
-from .configs import ConfigFileError, config_path, read_config
+from .configs import KINDS, ConfigFileError, config_path, read_config
 from .data import validate_symbol
 from .files import atomic_write_parquet, remove_stale_temp_files
 from .sweep.spaces import default_trials, toto2_default, toto2_trial, toto_trial
@@ -39,7 +39,6 @@ from .significance import paired_interval
 from .windows import WindowSpec, Windows, windows_at
 
 FORWARD = "forward"
-KINDS = (*default_trials(), "best")  # every model family's file, then the winner's
 REFERENCES = ("persistence", "default")  # what a stored config must not fall behind
 
 

@@ -8,17 +8,19 @@ from __future__ import annotations
 import math
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 import pandas as pd
 
-from .configs import MODELS, ConfigFileError, config_path, read_config
-from .forward import DriftPolicy, drift_reason
+from .configs import KINDS, MODELS, ConfigFileError, config_path, read_config
 from .labels import short_label
 from .selection import BASELINE_WINNERS as BASELINES
 from .selection import open_marts
 
-KINDS = (*MODELS, "best")  # the config files stored per symbol
+if TYPE_CHECKING:  # forward pulls in the engines (torch); `hpo show` needs neither
+    from .forward import DriftPolicy
+
 ROW_ORDER = (*BASELINES, *MODELS)  # the rows of a symbol's table
 
 # Each model's selected config (best_configs) and the two baselines (leaderboard), with persistence's
@@ -186,6 +188,8 @@ def symbol_state(hyperparams_dir: Path, symbol: str, stale: str | None, forward_
     if not stored:
         return {"state": "untuned", "reason": f"no config files yet: run `hpo tune --symbol {symbol}`",
                 "stored": stored}
+    from .forward import drift_reason
+
     drift = None if stale else drift_reason(forward_report, policy)
     state = "stale" if stale else "drifting" if drift else "current"
     return {"state": state, "reason": stale or drift, "stored": stored}

@@ -19,17 +19,24 @@ from datetime import datetime, timezone
 from importlib.metadata import version
 from pathlib import Path
 
-from forecast_core.sweep.budgets import DEMO_KRONOS, DEMO_TOTO, DEMO_TOTO2
 from forecast_core.configs import ConfigFileError
 from forecast_core.data import InvalidSymbolError, PriceDataError, validate_symbol
 from forecast_core.store import StoreError
 
 from . import terminal
 
-# Small enough for a CPU with the bundled tiny checkpoints; the assets' defaults are the full spaces.
-DEMO_TUNE_CONFIG = {"ops": {"toto_sweep": {"config": DEMO_TOTO.run_config()},
-                            "toto2_sweep": {"config": DEMO_TOTO2.run_config()},
-                            "kronos_sweep": {"config": DEMO_KRONOS.run_config()}}}
+
+def demo_tune_config() -> dict:
+    """The tune job's run config with the demo's budgets: small enough for a CPU with the bundled tiny
+    checkpoints (the assets' defaults are the full spaces). Imported here: the budgets pull in torch and
+    the engines, which `hpo --help`, `show` and `status` never need."""
+    from forecast_core.sweep.budgets import DEMO_KRONOS, DEMO_TOTO, DEMO_TOTO2
+
+    return {"ops": {"toto_sweep": {"config": DEMO_TOTO.run_config()},
+                    "toto2_sweep": {"config": DEMO_TOTO2.run_config()},
+                    "kronos_sweep": {"config": DEMO_KRONOS.run_config()}}}
+
+
 FAILED_RUNS_SHOWN = 10  # hpo status lists this many most recent failed runs
 
 EPILOG = """\
@@ -136,7 +143,7 @@ def _storage():
     return StorageResource()
 
 
-def _print_tuned(args: argparse.Namespace, symbols: list[str], failed: list[str], seconds: float) -> int:
+def print_tuned(args: argparse.Namespace, symbols: list[str], failed: list[str], seconds: float) -> int:
     """The selection per symbol, where the files are, and the exit code (1 if a symbol failed)."""
     from forecast_core.reports import read_selection_report
 
@@ -161,15 +168,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     symbols = [validate_symbol(s) for s in args.symbols] if args.symbols else EmbeddedSource().symbols()
     start = time.perf_counter()
-    failed = tune(symbols, DEMO_TUNE_CONFIG)
-    return _print_tuned(args, symbols, failed, time.perf_counter() - start)
+    failed = tune(symbols, demo_tune_config())
+    return print_tuned(args, symbols, failed, time.perf_counter() - start)
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
     symbols = [validate_symbol(s) for s in (args.stocks or [args.symbol])]
     start = time.perf_counter()
-    failed = tune(symbols, DEMO_TUNE_CONFIG if args.budget == "demo" else None)
-    return _print_tuned(args, symbols, failed, time.perf_counter() - start)
+    failed = tune(symbols, demo_tune_config() if args.budget == "demo" else None)
+    return print_tuned(args, symbols, failed, time.perf_counter() - start)
 
 
 def _describe(layout) -> str:
@@ -398,7 +405,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_add_symbols(args: argparse.Namespace) -> int:
     from .instance import register_symbols
 
-    new = register_symbols(_instance(), args.symbols)
+    symbols = [validate_symbol(s) for s in args.symbols]  # before the instance is opened (or created)
+    new = register_symbols(_instance(), symbols)
     if args.json:
         terminal.print_json({"added": new})
     else:

@@ -19,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from forecast_core.reports import KINDS
+from forecast_core.configs import KINDS
 
 TABLE_WIDTH = 100  # every table fits this many columns
 LABEL_WIDTH = 30  # a longer config label wraps inside its cell

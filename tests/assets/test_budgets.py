@@ -19,7 +19,7 @@ from forecast_core.sweep.budgets import (
 from forecast_core.store import Storage
 from forecast_core.sweep.symbol import SymbolSweep
 from forecast_core.windows import WindowSpec
-from hpo_assets.cli import DEMO_TUNE_CONFIG
+from hpo_assets.cli import demo_tune_config
 from hpo_assets.sweeps import KronosSweepConfig, TotoSweepConfig
 from forecast_core.synthetic import make_prices
 
@@ -30,7 +30,7 @@ def test_dagster_configs_default_to_the_core_budgets():
 
 
 def test_demo_run_config_is_the_core_demo_budgets():
-    ops = DEMO_TUNE_CONFIG["ops"]
+    ops = demo_tune_config()["ops"]
     assert TotoSweepConfig(**ops["toto_sweep"]["config"]).model_dump() == DEMO_TOTO.run_config()
     assert KronosSweepConfig(**ops["kronos_sweep"]["config"]).model_dump() == DEMO_KRONOS.run_config()
 

@@ -3,6 +3,7 @@ tables (within 100 columns) and their --json twins, and the show/status commands
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -16,6 +17,7 @@ import pytest
 from dagster import DagsterInstance, DagsterRunStatus
 
 from forecast_core.labels import short_label
+from hpo_assets.cli import print_tuned
 from hpo_assets.terminal import TABLE_WIDTH
 
 pytestmark = pytest.mark.slow
@@ -49,7 +51,7 @@ def _table_rows(stdout: str) -> dict[str, tuple]:
     return rows
 
 
-def test_demo_subset_lands_in_the_instance_then_compare_reads_it(tmp_path):
+def test_demo_subset_lands_in_the_instance_then_compare_reads_it(tmp_path, monkeypatch, capsys):
     """The main job as a user runs it (bundled tiny checkpoints, embedded data, default windows; the
     same code path as `hpo tune --budget demo`), then `hpo show`/`status`/`compare` on what it stored."""
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home"), "HPO_STORAGE_DIR": str(tmp_path / "st"),
@@ -127,8 +129,12 @@ def test_demo_subset_lands_in_the_instance_then_compare_reads_it(tmp_path):
     assert [(s["symbol"], s["state"], s["reason"]) for s in state["symbols"]] == [("NVDA", "current", None)]
     assert state["failed_runs"] == [] and state["symbols"][0]["last_tune"] is not None
 
-    # --json carries the table's numbers (a re-run: every trial is stored, so the selection is the same).
-    again = json.loads(_ok(_hpo("demo", "--symbols", "NVDA", "--json", env=env)))
+    # --json carries the table's numbers: what `hpo demo --json` prints after the run, from the same marts.
+    for name in ("DAGSTER_HOME", "HPO_STORAGE_DIR", "HPO_HYPERPARAMS_DIR"):
+        monkeypatch.setenv(name, env[name])
+    capsys.readouterr()
+    assert print_tuned(argparse.Namespace(json=True), ["NVDA"], [], 0.0) == 0
+    again = json.loads(capsys.readouterr().out)
     assert again["failed"] == [] and [s["symbol"] for s in again["symbols"]] == ["NVDA"]
     report = again["symbols"][0]
     assert report["winner"] == best["model"] and report["reason"] == best["metadata"]["reason"]
@@ -185,7 +191,7 @@ def test_bad_symbol_is_rejected_before_anything_runs(tmp_path):
     for bad in ("../etc", "A;DROP TABLE x"):
         done = _hpo("add-symbols", bad, env=env)
         assert done.returncode == 2 and "invalid symbol" in done.stderr
-    assert not (tmp_path / "st").exists()
+    assert not (tmp_path / "st").exists() and not (tmp_path / "home").exists()  # nothing created
 
 
 def test_tune_with_no_trials_stored_says_there_is_nothing_to_build(tmp_path):
