@@ -7,7 +7,7 @@ import os
 from typing import ClassVar
 
 from dagster import ConfigurableResource, get_dagster_logger
-from pydantic import Field, PrivateAttr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from forecast_core.checkpoints import checkpoint_revision, resolve_checkpoint
 from forecast_core.compiled.cache import CacheKey, default_compiled_dir, model_id_for
@@ -81,18 +81,12 @@ class _ResidentModel(_Pretrained):
     _revision: str = PrivateAttr(default="")
     _compiled: object = PrivateAttr(default=None)
 
-    @field_validator("compile")
+    @field_validator("compile", "compile_mode")
     @classmethod
-    def _known_policy(cls, value: str) -> str:
-        if value not in POLICIES:
-            raise ValueError(f"compile={value!r}: use one of {', '.join(POLICIES)}")
-        return value
-
-    @field_validator("compile_mode")
-    @classmethod
-    def _known_mode(cls, value: str) -> str:
-        if value not in MODES:
-            raise ValueError(f"compile_mode={value!r}: use one of {', '.join(MODES)}")
+    def _known_choice(cls, value: str, info: ValidationInfo) -> str:
+        choices = {"compile": POLICIES, "compile_mode": MODES}[info.field_name]
+        if value not in choices:
+            raise ValueError(f"{info.field_name}={value!r}: use one of {', '.join(choices)}")
         return value
 
     def cutoff(self, symbol: str) -> Cutoff:

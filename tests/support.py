@@ -67,6 +67,23 @@ def assert_no_leakage(forecaster: Forecaster, frame: pd.DataFrame, spec: WindowS
         )
 
 
+# What a runtime adds to a family's config file beside the trial's knobs (speed only, not part of a trial).
+RUNTIME_KNOBS = {"toto": {"samples_per_batch": 256}}
+
+
+def config_document(trial, **config) -> dict:
+    """A model config file holding ``trial``'s knobs (``config`` overrides some), otherwise minimal and valid."""
+    scores = {"mae_pct": 1.0, "windows": 1}
+    config = {"name": trial.name, **trial.knobs, **RUNTIME_KNOBS.get(trial.model, {}), **config}
+    return {"symbol": "AAA", "model": trial.model, "config": config,
+            "validation": scores, "test": scores,
+            "windows": {"n_val": 1, "n_test": 1, "forecast_horizon": 16, "stride": 16, "context": 64},
+            "metadata": {"model_id": "m", "model_revision": "r", "data_end": "2026-01-02", "data_version": "x",
+                         "seed": 0, "search": {"method": "grid", "trials": 1}, "baselines_on_test": {},
+                         "selection": {"significant_vs_default": False, "reason": "t"},
+                         "selected_at": "2026-01-05T00:00:00+00:00", "code_version": "t"}}
+
+
 # The Dagster helpers import the Dagster layer when called, so core and parity tests never load it.
 def make_resources(storage_root, csv_dir=None, checkpoints=None, **backtest) -> dict:
     """The project's resources against ``storage_root``, small windows, optional CSV prices and checkpoints."""

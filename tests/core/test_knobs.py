@@ -13,6 +13,7 @@ from forecast_core.knobs import BOUNDS, KRONOS_BOUNDS, Bound
 from forecast_core.kronos.forecaster import KronosSamplingConfig
 from forecast_core.overrides import VARIABLES, env_overrides
 from forecast_core.sweep.spaces import default_trials, toto2_trial
+from tests.support import config_document
 
 
 def _schema_knobs() -> dict:
@@ -39,14 +40,7 @@ def test_max_context_below_the_kronos_minimum_is_refused_everywhere():
     with pytest.raises(ValueError, match="KRONOS_MAX_CONTEXT='7': max_context must be >= 8"):
         env_overrides({"KRONOS_MAX_CONTEXT": "7"})
     trial = default_trials()["kronos"]
-    scores = {"mae_pct": 5.0, "windows": 3}
-    document = {"symbol": "AAA", "model": "kronos", "config": {"name": trial.name, **trial.knobs, "max_context": 7},
-                "validation": scores, "test": scores,
-                "windows": {"n_val": 3, "n_test": 2, "forecast_horizon": 16, "stride": 16, "context": 64},
-                "metadata": {"model_id": "m", "model_revision": "r", "data_end": "2026-01-02", "data_version": "x",
-                             "seed": 0, "search": {"method": "grid", "trials": 1}, "baselines_on_test": {},
-                             "selection": {"significant_vs_default": False, "reason": "t"},
-                             "selected_at": "2026-11-24T00:00:00+00:00", "code_version": "t"}}
+    document = config_document(trial, max_context=7)
     with pytest.raises(ConfigFileError, match="config.max_context"):
         validate_document(document, "kronos", "test")
 

@@ -12,7 +12,6 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from forecast_core.backtest import Trial
 from forecast_core.configs import validate_document
 from forecast_core.kronos.forecaster import KronosForecaster, KronosSamplingConfig, load_kronos
 from forecast_core.sweep.plans import kronos_search, toto2_plans
@@ -24,24 +23,7 @@ from forecast_core.sweep.spaces import (
     tpe_then_halving)
 from forecast_core.synthetic import make_prices
 from forecast_core.windows import TEST, VALIDATION, build_windows
-from tests.support import REPO, TINY_SPEC, garbage_after
-
-
-# What a runtime adds to a family's config file beside the trial's knobs (speed only, not part of a trial).
-RUNTIME_KNOBS = {"toto": {"samples_per_batch": 256}}
-
-
-def _document(trial: Trial) -> dict:
-    """A model config file holding ``trial``'s knobs, otherwise minimal and valid."""
-    scores = {"mae_pct": 1.0, "windows": 1}
-    config = {"name": trial.name, **trial.knobs, **RUNTIME_KNOBS.get(trial.model, {})}
-    return {"symbol": "AAA", "model": trial.model, "config": config,
-            "validation": scores, "test": scores,
-            "windows": {"n_val": 1, "n_test": 1, "forecast_horizon": 16, "stride": 16, "context": 64},
-            "metadata": {"model_id": "m", "model_revision": "r", "data_end": "2026-01-02", "data_version": "x",
-                         "seed": 0, "search": {"method": "grid", "trials": 1}, "baselines_on_test": {},
-                         "selection": {"significant_vs_default": False, "reason": "t"},
-                         "selected_at": "2026-01-05T00:00:00+00:00", "code_version": "t"}}
+from tests.support import REPO, TINY_SPEC, config_document, garbage_after
 
 
 # -- Toto ------------------------------------------------------------------------------------------------------
@@ -150,7 +132,7 @@ def test_default_trials_hold_one_default_per_family_found_once_in_each_familys_g
     *((family, t) for family, t in default_trials().items()),
 ], ids=lambda value: value if isinstance(value, str) else value.name)
 def test_every_preset_and_default_is_a_config_file_the_schema_accepts(family, trial):
-    validate_document(_document(trial), family, trial.name)
+    validate_document(config_document(trial), family, trial.name)
 
 
 # -- the TPE seed ------------------------------------------------------------------------------------------------
