@@ -84,6 +84,25 @@ def config_document(trial, **config) -> dict:
                          "selected_at": "2026-01-05T00:00:00+00:00", "code_version": "t"}}
 
 
+def offline_hub_snapshot(monkeypatch, hub: Path, repo_id: str, commit: str) -> Path:
+    """An offline Hugging Face cache at ``hub`` whose ``repo_id`` main ref is ``commit``; the snapshot
+    directory to save the weights in (the hub library is switched to offline mode on this cache)."""
+    repo = hub / ("models--" + repo_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    offline_hub(monkeypatch, hub)
+    return repo / "snapshots" / commit
+
+
+def offline_hub(monkeypatch, hub: Path) -> None:
+    """Point the Hugging Face hub library at the cache ``hub``, offline."""
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
+
+
 # The Dagster helpers import the Dagster layer when called, so core and parity tests never load it.
 def make_resources(storage_root, csv_dir=None, checkpoints=None, **backtest) -> dict:
     """The project's resources against ``storage_root``, small windows, optional CSV prices and checkpoints."""

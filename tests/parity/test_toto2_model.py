@@ -18,7 +18,7 @@ from forecast_core.toto2 import (
 )
 from forecast_core.toto2.model import MEDIAN, causal_patch_scaler, residual_tau
 from forecast_core.windows import WindowSpec, build_windows
-from tests.support import assert_no_leakage
+from tests.support import assert_no_leakage, offline_hub, offline_hub_snapshot
 from forecast_core.synthetic import make_prices
 
 SMALL = Toto2Config(patch_size=8, d_model=32, num_heads=4, num_groups=2, num_layers=4, layer_group_size=2,
@@ -109,27 +109,15 @@ def test_checkpoint_round_trip_and_strict_errors_name_keys(model, tmp_path, capl
         load_toto2(tmp_path / "ckpt")
 
 
-def _offline_cache(monkeypatch, cache):
-    import huggingface_hub.constants as constants
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-
-
 def test_loads_a_pinned_revision_from_the_offline_hub_cache(model, tmp_path, monkeypatch):
     commit = "0123456789abcdef0123456789abcdef01234567"
-    repo = tmp_path / "hub" / "models--Datadog--Toto-2.0-4m"
-    save_toto2(model, repo / "snapshots" / commit)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(commit)
-    _offline_cache(monkeypatch, tmp_path / "hub")
+    save_toto2(model, offline_hub_snapshot(monkeypatch, tmp_path / "hub", "Datadog/Toto-2.0-4m", commit))
     loaded = load_toto2("Datadog/Toto-2.0-4m", revision=commit)
     torch.testing.assert_close(loaded.state_dict(), model.state_dict(), rtol=0, atol=0)
 
 
 def test_offline_without_cached_weights_says_how_to_provide_them(tmp_path, monkeypatch):
-    _offline_cache(monkeypatch, tmp_path / "hub")
+    offline_hub(monkeypatch, tmp_path / "hub")
     with pytest.raises(CheckpointError, match="copy a checkpoint directory"):
         load_toto2("Datadog/Toto-2.0-22m", revision="main")
 

@@ -16,7 +16,7 @@ from forecast_core.toto import sampling
 from forecast_core.forecasters import BATCH_RTOL
 from forecast_core.toto.model import Mixture, ScalerState, context_scaler_state, scale_patches
 from forecast_core.windows import WindowSpec, build_windows
-from tests.support import assert_no_leakage
+from tests.support import assert_no_leakage, offline_hub, offline_hub_snapshot
 from forecast_core.synthetic import make_prices
 
 SMALL = TotoConfig(patch_size=16, stride=16, embed_dim=32, num_layers=4, num_heads=4, mlp_hidden_dim=48,
@@ -80,27 +80,15 @@ def test_checkpoint_round_trip_fused_names_and_strict_errors(model, tmp_path):
         load_toto(tmp_path / "plain")
 
 
-def _offline_cache(monkeypatch, cache):
-    import huggingface_hub.constants as constants
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-
-
 def test_loads_a_pinned_revision_from_the_offline_hub_cache(model, tmp_path, monkeypatch):
     commit = "0123456789abcdef0123456789abcdef01234567"
-    repo = tmp_path / "hub" / "models--Datadog--Toto-Open-Base-1.0"
-    model.save(repo / "snapshots" / commit)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(commit)
-    _offline_cache(monkeypatch, tmp_path / "hub")
+    model.save(offline_hub_snapshot(monkeypatch, tmp_path / "hub", "Datadog/Toto-Open-Base-1.0", commit))
     loaded = load_toto("Datadog/Toto-Open-Base-1.0", revision=commit)
     torch.testing.assert_close(loaded.state_dict(), model.state_dict(), rtol=0, atol=0)
 
 
 def test_offline_without_cached_weights_says_how_to_provide_them(tmp_path, monkeypatch):
-    _offline_cache(monkeypatch, tmp_path / "hub")
+    offline_hub(monkeypatch, tmp_path / "hub")
     with pytest.raises(CheckpointError, match="copy a checkpoint directory"):
         load_toto("Datadog/Toto-Open-Base-1.0", revision="main")
 
