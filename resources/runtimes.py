@@ -108,8 +108,8 @@ class _ResidentModel(_Pretrained):
             key = self.compile_key() if self.compile != "off" else None
             outcome = prepare(self.kind, self._forecaster, key, self.compile_settings())
             if self.compile == "auto" and outcome.problem and not outcome.compiled:  # no usable cache: say how
-                outcome = dataclasses.replace(outcome, reason=f"{outcome.reason}; here: materialise the "
-                                              f"{self.kind}_model asset (or set this resource's compile='on')")
+                outcome = dataclasses.replace(outcome, reason=f"{outcome.reason} (in Dagster: materialise the "
+                                              f"{self.kind}_model asset, or set this resource's compile='on')")
             self._compiled = outcome
             get_dagster_logger().info(f"{self.kind}: {self._compiled.reason}")
         return self._forecaster
@@ -304,6 +304,6 @@ def _claim(device: str) -> str:
     try:
         return claim_device(device)
     except DeviceBusyError as exc:
-        raise DeviceBusyError(f"{exc} In Dagster: keep the 'accelerator' pool limit at the device count "
-                              "(`dagster instance concurrency set accelerator N`), or set this resource's "
-                              "device to an explicit one.") from None
+        raise DeviceBusyError(f"{exc} (in Dagster: keep the 'accelerator' pool limit at the device count, "
+                              "`dagster instance concurrency set accelerator N`, or set this resource's "
+                              "device to an explicit one)") from None

@@ -22,6 +22,7 @@ from dagster_k8s.job import DagsterK8sJobConfig, construct_dagster_k8s_job, get_
 from forecast_core.device import DeviceBusyError, claim_device, lease_device
 from hpo_assets.dbt_project import PREPARE_MANIFEST
 from hpo_assets.instance import ACCELERATOR_POOL, METRICS_POOL
+from resources import runtimes
 from tests.support import REPO
 
 DEPLOY = REPO / "deploy"
@@ -162,7 +163,7 @@ def _start_holder(lock_dir: Path) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_step_processes_lease_distinct_devices_and_a_killed_holder_frees_its_own(tmp_path):
+def test_step_processes_lease_distinct_devices_and_a_killed_holder_frees_its_own(tmp_path, monkeypatch):
     holders = [_start_holder(tmp_path) for _ in range(3)]
     try:
         devices = [p.stdout.readline().strip() for p in holders]
@@ -173,6 +174,13 @@ def test_step_processes_lease_distinct_devices_and_a_killed_holder_frees_its_own
         assert fourth.returncode == 3, (out, err)
         assert "all 3 fake devices are leased" in out and "Run at most 3 model processes at once" in out
         assert all(f"pid {p.pid}" in out for p in holders), out  # the error names who holds what
+        # A model resource adds the Dagster way (the pool limit) to the core's error.
+        monkeypatch.setattr(runtimes, "claim_device", lambda device: claim_device(
+            device, device_count=3, prefix="fake", lock_dir=str(tmp_path)))
+        with pytest.raises(DeviceBusyError) as info:
+            runtimes._claim("auto")
+        assert "Run at most 3 model processes at once" in str(info.value)
+        assert f"dagster instance concurrency set {ACCELERATOR_POOL} N" in str(info.value)
 
         victim = holders[devices.index("fake:1")]
         victim.send_signal(signal.SIGKILL)  # no clean-up code runs: the kernel drops the flock
@@ -209,3 +217,4 @@ def test_no_lease_for_one_device_none_or_an_explicit_choice(tmp_path):
     with pytest.raises(ValueError, match="device count 0"):
         lease_device(0, lock_dir=tmp_path)
     assert issubclass(DeviceBusyError, RuntimeError)
+
