@@ -21,9 +21,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.upstream import toto as upstream_toto  # noqa: E402
 from forecast_core.forecasters import PRICE_COLUMNS, ContextBatch  # noqa: E402
 from forecast_core.toto import TotoConfig, TotoForecaster, TotoModel  # noqa: E402
-from benchmarks.upstream import toto as upstream_toto  # noqa: E402
 
 FULL = TotoConfig(spacewise_first=False)  # Toto-Open-Base-1.0's published config
 CONTEXT, SAMPLES, SEED = 512, 256, 0

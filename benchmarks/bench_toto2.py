@@ -58,9 +58,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.upstream import toto2 as upstream_toto2  # noqa: E402
 from forecast_core.forecasters import PRICE_COLUMNS, ContextBatch  # noqa: E402
 from forecast_core.toto2 import Toto2Config, Toto2Forecaster, Toto2Model  # noqa: E402
-from benchmarks.upstream import toto2 as upstream_toto2  # noqa: E402
 
 SEED = 0
 CAP_K = 1e4  # upstream GluonTS predictor's default quantile_real_cap_k; our forecaster's default

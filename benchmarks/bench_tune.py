@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 import torch
 
-from forecast_core.sweep.budgets import DEMO_KRONOS, DEMO_TOTO, KronosBudget, TotoBudget, tune_symbol
 from forecast_core.kronos.forecaster import KronosForecaster, load_kronos
 from forecast_core.sources import EmbeddedSource
 from forecast_core.store import Storage
+from forecast_core.sweep.budgets import DEMO_KRONOS, DEMO_TOTO, KronosBudget, TotoBudget, tune_symbol
 from forecast_core.toto import TotoForecaster, load_toto
 from forecast_core.windows import WindowSpec, plan_layout
 

@@ -30,12 +30,12 @@ import numpy as np
 import pandas as pd
 
 from .backtest import Draw, Trial, score_trials
-from .sweep.budgets import BASELINE_TRIALS
 from .configs import KINDS, ConfigFileError, config_path, read_config
 from .data import validate_symbol
 from .files import atomic_write_parquet, remove_stale_temp_files
-from .sweep.spaces import default_trials, toto2_default, toto2_trial, toto_trial
 from .significance import paired_interval
+from .sweep.budgets import BASELINE_TRIALS
+from .sweep.spaces import default_trials, toto2_default, toto2_trial, toto_trial
 from .windows import WindowSpec, Windows, windows_at
 
 FORWARD = "forward"

@@ -5,13 +5,13 @@ from dagster import Definitions, multiprocess_executor
 from resources import BacktestSettings, PriceSourceResource, RetuneSettings, StorageResource
 from resources.runtimes import KronosRuntime, Toto2Runtime, TotoRuntime
 
-from .jobs import metrics_job, refresh_prices_job, select_configs_job, tune_symbol_job
+from .compiled_models import kronos_model, toto_model
 from .dbt_marts import dbt_metrics, dbt_selection_marts
 from .dbt_project import dbt_resource
-from .compiled_models import kronos_model, toto_model
+from .jobs import metrics_job, refresh_prices_job, select_configs_job, tune_symbol_job
 from .prices import price_history
-from .scorecard import forward_scores
 from .schedules import weekly_retune
+from .scorecard import forward_scores
 from .selected_configs import selected_configs
 from .sensors import price_source_sensor, stale_config_sensor
 from .statistics import selection_statistics

@@ -2,8 +2,8 @@
 
 from dagster import DefaultScheduleStatus, RunRequest, ScheduleEvaluationContext, SkipReason, schedule
 
-from .jobs import tune_symbol_job
 from .instance import symbols_partitions
+from .jobs import tune_symbol_job
 
 
 @schedule(job=tune_symbol_job, cron_schedule="0 2 * * 0", execution_timezone="UTC",

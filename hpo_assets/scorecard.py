@@ -11,8 +11,8 @@ from resources.runtimes import KronosRuntime, Toto2Runtime, TotoRuntime
 
 from .instance import ACCELERATOR_OP_TAGS, ACCELERATOR_POOL, symbols_partitions
 
-from .metadata import numbers, plot_png, table
 from .fixes import dagster_fix, prices_fix
+from .metadata import numbers, plot_png, table
 
 
 @asset(partitions_def=symbols_partitions, deps=[AssetKey("price_history"), AssetKey("selected_configs")],

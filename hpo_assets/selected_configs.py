@@ -13,21 +13,20 @@ from dagster import (
 )
 
 from forecast_core.configs import write_config
-from forecast_core.labels import short_label
 from forecast_core.forward import document_trial, forecast_with
+from forecast_core.labels import short_label
 from forecast_core.plots import last_test_window_figure
 from forecast_core.pretraining import bundled_model_id
-from forecast_core.sweep.spaces import default_trials
 from forecast_core.selection import default_document, selection_from_marts
 from forecast_core.store import StoreError
+from forecast_core.sweep.spaces import default_trials
 from forecast_core.windows import build_windows, plan_layout
 from resources import BacktestSettings, StorageResource
 from resources.runtimes import KronosRuntime, Toto2Runtime, TotoRuntime
 
-from .instance import ACCELERATOR_OP_TAGS, ACCELERATOR_POOL, symbols_partitions
-
-from .metadata import numbers, plot_png, table
 from .fixes import SELECTION_FIX, in_dagster, prices_fix
+from .instance import ACCELERATOR_OP_TAGS, ACCELERATOR_POOL, symbols_partitions
+from .metadata import numbers, plot_png, table
 
 MARTS = [AssetKey("best_configs"), AssetKey("test_report"), AssetKey("model_choice")]
 

@@ -11,8 +11,8 @@ from forecast_core.store import StoreError
 from resources import PriceSourceResource, RetuneSettings, StorageResource
 from resources.runtimes import KronosRuntime, Toto2Runtime, TotoRuntime
 
-from .jobs import refresh_prices_job, tune_symbol_job
 from .instance import symbols_partitions
+from .jobs import refresh_prices_job, tune_symbol_job
 
 @sensor(job=refresh_prices_job, minimum_interval_seconds=300, default_status=DefaultSensorStatus.STOPPED)
 def price_source_sensor(context: SensorEvaluationContext, prices: PriceSourceResource):

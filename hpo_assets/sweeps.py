@@ -28,9 +28,9 @@ from resources import BacktestSettings, StorageResource
 from resources.runtimes import KronosRuntime, Toto2Runtime, TotoRuntime
 
 from .compiled_models import kronos_model, toto_model
+from .fixes import in_dagster, prices_fix
 from .instance import ACCELERATOR_OP_TAGS, ACCELERATOR_POOL, symbols_partitions
 from .metadata import numbers, plot_png, table
-from .fixes import in_dagster, prices_fix
 from .prices import price_history
 
 
@@ -115,7 +115,7 @@ def toto_sweep(context: AssetExecutionContext, config: TotoSweepConfig, toto: To
     reductions = toto.forecaster.reductions[seen_reductions:]
     summary = sweep.summary("toto", trials)
     plot = _plot(sweep, [best_trial(summary, trials)], forecast_with(toto=lambda: toto.forecaster),
-                      "Toto's best config on validation, last test window")
+                 "Toto's best config on validation, last test window")
     meta = _metadata(sweep, result, summary, default_reference(trials))
     if reductions:
         meta["chunk_size_reductions"] = "; ".join(reductions)
@@ -155,7 +155,7 @@ def toto2_sweep(context: AssetExecutionContext, config: Toto2SweepConfig, toto2:
     result = sweep.run("toto2", plans)
     summary = sweep.summary("toto2", trials)
     plot = _plot(sweep, [best_trial(summary, trials)], forecast_with(toto2=toto2.model),
-                      "Toto 2.0's best config on validation, last test window")
+                 "Toto 2.0's best config on validation, last test window")
     return MaterializeResult(metadata={**_metadata(sweep, result, summary, default_reference(trials)),
                                        "checkpoints": MetadataValue.json(toto2.labels), "last_test_window": plot})
 
@@ -203,7 +203,7 @@ def kronos_sweep(context: AssetExecutionContext, config: KronosSweepConfig, kron
     summary = sweep.summary("kronos", trials)
     best = best_trial(summary, trials)
     plot = _plot(sweep, [best], forecast_with(kronos=lambda: forecaster),
-                      "Kronos's best config on validation, last test window")
+                 "Kronos's best config on validation, last test window")
     search = pd.DataFrame([{**asdict(c), "rung_val_mae_pct": s} for c, s in trace])
     return MaterializeResult(metadata={**_metadata(sweep, result, summary, default_reference(trials)),
                                        "search_trace": table(search), "last_test_window": plot})

@@ -22,6 +22,12 @@ from ..forecasters import BASELINES
 from ..knobs import TOTO2_BOUNDS
 from ..knobs import problems as knob_problems
 from ..kronos.forecaster import KronosForecaster, KronosSamplingConfig
+from ..store import Storage
+from ..toto import TotoForecaster
+from ..toto2 import QUANTILE_LEVELS, Toto2Model
+from ..windows import WindowSpec, Windows
+from .plans import kronos_plans, kronos_search, toto2_plans, toto_plans
+from .runner import DrawPlan, SingleDraw
 from .spaces import (
     KRONOS_AGGREGATIONS,
     KRONOS_DEFAULT,
@@ -37,13 +43,7 @@ from .spaces import (
     kronos_config,
     toto_grid,
 )
-from ..store import Storage
-from .runner import DrawPlan, SingleDraw
 from .symbol import SymbolSweep
-from ..toto import TotoForecaster
-from ..toto2 import QUANTILE_LEVELS, Toto2Model
-from .plans import kronos_plans, kronos_search, toto2_plans, toto_plans
-from ..windows import WindowSpec, Windows
 
 # The random walk's sample count: Toto's default (256), so its CRPS% and coverage carry Monte Carlo
 # noise comparable to the models' default configs; 256 x horizon normals per window cost microseconds.

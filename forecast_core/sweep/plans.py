@@ -19,11 +19,11 @@ from ..backtest import Trial
 from ..forecasters import ContextBatch
 from ..kronos.forecaster import KronosForecaster, KronosSamplingConfig
 from ..metrics import mae_pct
-from .spaces import TOTO2_VARIATES, kronos_trials, toto2_grid, tpe_then_halving
-from .runner import DrawPlan, SingleDraw
 from ..toto import TotoForecaster
 from ..toto2 import QUANTILE_LEVELS, Toto2Forecaster, Toto2Model
 from ..windows import VALIDATION, Windows
+from .runner import DrawPlan, SingleDraw
+from .spaces import TOTO2_VARIATES, kronos_trials, toto2_grid, tpe_then_halving
 
 
 def toto_plans(forecaster: TotoForecaster, trials: Sequence[Trial]) -> list[DrawPlan]:

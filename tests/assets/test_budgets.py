@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from forecast_core.store import Storage
 from forecast_core.sweep.budgets import (
     BASELINE_TRIALS,
     DEMO_KRONOS,
@@ -16,12 +17,11 @@ from forecast_core.sweep.budgets import (
     toto_trials,
     tune_symbol,
 )
-from forecast_core.store import Storage
 from forecast_core.sweep.symbol import SymbolSweep
+from forecast_core.synthetic import make_prices
 from forecast_core.windows import WindowSpec
 from hpo_assets.cli import demo_tune_config
 from hpo_assets.sweeps import KronosSweepConfig, TotoSweepConfig
-from forecast_core.synthetic import make_prices
 
 
 def test_dagster_configs_default_to_the_core_budgets():

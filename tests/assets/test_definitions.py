@@ -11,9 +11,9 @@ from dagster_dbt import DbtProject
 
 from forecast_core.forecasters import BASELINES
 from forecast_core.selection_statistics import TABLES
-from hpo_assets.definitions import defs
 from hpo_assets import dbt_project as dbt_project_module
 from hpo_assets.dbt_project import DBT_PROJECT_DIR, PREPARE_MANIFEST
+from hpo_assets.definitions import defs
 
 EXPECTED_GRAPH = {
     "price_history": set(),

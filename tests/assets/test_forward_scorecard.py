@@ -11,9 +11,10 @@ import pytest
 from dagster import DagsterInstance, SkipReason, build_sensor_context, materialize
 
 from forecast_core.forward import ForwardStore
+from forecast_core.synthetic import make_prices
 from hpo_assets.cli import main
-from hpo_assets.instance import register_symbols
 from hpo_assets.dbt_marts import metrics_assets
+from hpo_assets.instance import register_symbols
 from hpo_assets.prices import price_history
 from hpo_assets.scorecard import forward_scores
 from hpo_assets.selected_configs import selected_configs
@@ -21,7 +22,6 @@ from hpo_assets.sensors import price_source_sensor, stale_config_sensor
 from hpo_assets.sweeps import baseline_sweep, kronos_sweep, toto2_sweep, toto_sweep
 from resources import RetuneSettings
 from tests.support import TINY_BACKTEST, make_resources
-from forecast_core.synthetic import make_prices
 
 pytestmark = pytest.mark.slow
 SMALL_SWEEPS = {"ops": {

@@ -10,9 +10,9 @@ from dagster import AssetCheckSeverity, DagsterInstance
 from forecast_core.data import validate_prices
 from forecast_core.repairs import OHLC, PricePolicy
 from forecast_core.store import Storage
+from forecast_core.synthetic import make_prices
 from resources import PriceSourceResource
 from tests.support import make_resources, materialize_prices, step_failure_message
-from forecast_core.synthetic import make_prices
 
 
 def _checks(result) -> dict:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dagster import DagsterInstance, SkipReason, build_sensor_context
 
+from forecast_core.synthetic import make_prices
 from hpo_assets.sensors import price_source_sensor
 from resources import PriceSourceResource
-from forecast_core.synthetic import make_prices
 
 
 def _evaluate(instance, csv_dir, cursor):

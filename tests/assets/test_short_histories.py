@@ -19,19 +19,19 @@ from forecast_core.configs import read_config, retune_reason
 from forecast_core.forecasters import Persistence
 from forecast_core.kronos.forecaster import KronosForecaster, load_kronos
 from forecast_core.repairs import OHLC, PricePolicy
-from forecast_core.sweep.spaces import KRONOS_DEFAULT, default_trials
 from forecast_core.sources import CsvDirectorySource
 from forecast_core.store import Storage
+from forecast_core.sweep.spaces import KRONOS_DEFAULT, default_trials
+from forecast_core.synthetic import make_prices
 from forecast_core.toto import TotoForecaster, load_toto
 from forecast_core.windows import WindowSpec, build_windows, plan_layout
-from hpo_assets.instance import register_symbols
 from hpo_assets.dbt_marts import metrics_assets
+from hpo_assets.instance import register_symbols
 from hpo_assets.prices import price_history
 from hpo_assets.selected_configs import selected_configs
 from hpo_assets.sweeps import baseline_sweep, kronos_sweep, toto2_sweep, toto_sweep
 from resources import PriceSourceResource
 from tests.support import make_resources
-from forecast_core.synthetic import make_prices
 from tests.support import SMALL_SWEEPS
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 
 from forecast_core.backtest import Draw
-from forecast_core.sweep.budgets import BASELINE_TRIALS
 from forecast_core.configs import config_path, write_config
 from forecast_core.forecasters import BASELINES
 from forecast_core.forward import (
@@ -28,9 +27,10 @@ from forecast_core.forward import (
     forward_windows,
     score_forward,
 )
+from forecast_core.sweep.budgets import BASELINE_TRIALS
 from forecast_core.sweep.spaces import default_trials, toto_trial
-from forecast_core.windows import WindowSpec, build_windows, window_seed
 from forecast_core.synthetic import make_prices
+from forecast_core.windows import WindowSpec, build_windows, window_seed
 
 H, CONTEXT, TUNED = 16, 64, 300  # the config files saw bars [0, 300)
 PRICES = make_prices(400, seed=1)

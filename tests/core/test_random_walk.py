@@ -7,9 +7,9 @@ import pytest
 
 from forecast_core.aggregate import aggregate
 from forecast_core.backtest import Trial
-from forecast_core.sweep.budgets import BASELINE_TRIALS, RANDOM_WALK_SAMPLES
 from forecast_core.forecasters import BASELINES, PRICE_COLUMNS, ContextBatch, Persistence, RandomWalk
 from forecast_core.metrics import coverage, crps_pct
+from forecast_core.sweep.budgets import BASELINE_TRIALS, RANDOM_WALK_SAMPLES
 
 SIGMA = 0.02  # true one-bar log-return sd of the simulated series (a typical daily stock)
 WINDOWS, CONTEXT, HORIZON = 400, 300, 16

@@ -14,9 +14,9 @@ from forecast_core.data import InvalidSymbolError
 from forecast_core.forecasters import BASELINES, Drift, Persistence, SeasonalNaive
 from forecast_core.store import TRIAL_COLUMNS, Storage, StoreError, TrialContext, trial_context
 from forecast_core.sweep.runner import SingleDraw, run_sweep, summarize
+from forecast_core.synthetic import make_prices
 from forecast_core.windows import WindowSpec, build_windows
 from tests.support import REPO, TINY_BACKTEST
-from forecast_core.synthetic import make_prices
 
 SPEC = WindowSpec(**TINY_BACKTEST)
 N_WINDOWS = SPEC.n_val + SPEC.n_test

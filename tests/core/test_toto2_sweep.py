@@ -9,17 +9,17 @@ import torch
 from scipy import stats
 
 from forecast_core.aggregate import quantile_point
-from forecast_core.sweep.budgets import Toto2Budget
 from forecast_core.configs import ConfigFileError, validate_document
 from forecast_core.metrics import crps, crps_from_quantiles, mae_pct, score_quantile_windows
 from forecast_core.overrides import env_overrides
-from forecast_core.sweep.spaces import TOTO2_DEFAULT, default_trials, toto2_trial
 from forecast_core.store import Storage, trial_context
-from forecast_core.sweep.runner import run_sweep
-from forecast_core.toto2 import QUANTILE_LEVELS, Toto2Config, Toto2Model, load_toto2, save_toto2
+from forecast_core.sweep.budgets import Toto2Budget
 from forecast_core.sweep.plans import toto2_forecaster
-from forecast_core.windows import WindowSpec, build_windows, plan_layout
+from forecast_core.sweep.runner import run_sweep
+from forecast_core.sweep.spaces import TOTO2_DEFAULT, default_trials, toto2_trial
 from forecast_core.synthetic import make_prices
+from forecast_core.toto2 import QUANTILE_LEVELS, Toto2Config, Toto2Model, load_toto2, save_toto2
+from forecast_core.windows import WindowSpec, build_windows, plan_layout
 
 LEVELS = QUANTILE_LEVELS
 SPEC = WindowSpec(horizon=16, n_val=3, n_test=2, context=48)

@@ -10,6 +10,7 @@ import pytest
 
 from forecast_core.backtest import Trial, draw, score_trials
 from forecast_core.forecasters import BASELINES, PRICE_COLUMNS, ContextBatch, Persistence
+from forecast_core.synthetic import make_prices
 from forecast_core.windows import (
     TEST,
     VALIDATION,
@@ -21,7 +22,6 @@ from forecast_core.windows import (
 )
 from tests.support import TINY_BACKTEST
 from tests.support import assert_no_leakage, garbage_after
-from forecast_core.synthetic import make_prices
 
 SPEC = WindowSpec(**TINY_BACKTEST)  # horizon 16, n_val 3, n_test 2, context 64
 

@@ -12,8 +12,8 @@ import duckdb
 import pytest
 from dagster import DagsterInstance, DagsterRunStatus, materialize
 
-from hpo_assets.instance import register_symbols
 from hpo_assets.dbt_marts import dbt_metrics
+from hpo_assets.instance import register_symbols
 from hpo_assets.prices import price_history
 from hpo_assets.sweeps import BASELINE_TRIALS, baseline_sweep
 from tests.support import REPO, TINY_BACKTEST

@@ -13,9 +13,9 @@ from dagster import AssetKey, DagsterInstance, materialize
 
 from forecast_core.configs import read_config
 from forecast_core.files import atomic_write_parquet
-from hpo_assets.instance import register_symbols
 from hpo_assets.dbt_marts import dbt_metrics, dbt_selection_marts, metrics_assets
 from hpo_assets.dbt_project import DBT_EXECUTABLE, dbt_project
+from hpo_assets.instance import register_symbols
 from hpo_assets.prices import price_history
 from hpo_assets.selected_configs import selected_configs
 from hpo_assets.sweeps import baseline_sweep, kronos_sweep, toto2_sweep, toto_sweep

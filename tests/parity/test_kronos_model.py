@@ -9,15 +9,15 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from benchmarks.upstream.kronos import random_ours
 from forecast_core.checkpoints import CheckpointError, save_checkpoint
 from forecast_core.forecasters import BATCH_RTOL
 from forecast_core.kronos.forecaster import (DEFAULT_TINY, KronosForecaster, KronosSamplingConfig, decode_tokens,
                                              frame_to_batch, load_kronos)
 from forecast_core.kronos.sampling import draw_inverse_cdf, filter_probs
+from forecast_core.synthetic import make_prices
 from forecast_core.windows import WindowSpec, build_windows
 from tests.support import assert_no_leakage
-from forecast_core.synthetic import make_prices
-from benchmarks.upstream.kronos import random_ours
 
 SPEC = WindowSpec(horizon=12, n_val=1, n_test=2, context=40)
 

@@ -23,12 +23,12 @@ import torch
 from safetensors.torch import load_file
 
 import forecast_core.kronos.forecaster as kf
-from forecast_core.checkpoints import save_checkpoint
-from forecast_core.kronos.forecaster import KronosForecaster, KronosSamplingConfig, load_kronos, normalize
-from forecast_core.forecasters import PRICE_COLUMNS, ContextBatch
-from forecast_core.windows import future_calendar
-from forecast_core.synthetic import make_prices
 from benchmarks.upstream.kronos import MODEL_KWARGS, SKIP_REASON, TOKENIZER_KWARGS, random_pair, upstream_module
+from forecast_core.checkpoints import save_checkpoint
+from forecast_core.forecasters import PRICE_COLUMNS, ContextBatch
+from forecast_core.kronos.forecaster import KronosForecaster, KronosSamplingConfig, load_kronos, normalize
+from forecast_core.synthetic import make_prices
+from forecast_core.windows import future_calendar
 
 pytestmark = pytest.mark.skipif(upstream_module() is None, reason=SKIP_REASON)
 

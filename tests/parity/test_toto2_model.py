@@ -13,13 +13,13 @@ from safetensors.torch import load_file, save_file
 
 from forecast_core.checkpoints import CheckpointError
 from forecast_core.forecasters import BATCH_RTOL, ContextBatch
+from forecast_core.synthetic import make_prices
 from forecast_core.toto2 import (
     OHLCV, QUANTILE_LEVELS, Toto2Config, Toto2ConfigError, Toto2Forecaster, Toto2Model, load_toto2, save_toto2,
 )
 from forecast_core.toto2.model import MEDIAN, causal_patch_scaler, residual_tau
 from forecast_core.windows import WindowSpec, build_windows
 from tests.support import assert_no_leakage, offline_hub, offline_hub_snapshot
-from forecast_core.synthetic import make_prices
 
 SMALL = Toto2Config(patch_size=8, d_model=32, num_heads=4, num_groups=2, num_layers=4, layer_group_size=2,
                     num_variate_layers_per_group=1, variate_layer_first=False, residual_attn_ratio=1.3)

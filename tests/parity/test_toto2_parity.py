@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 import torch
 
+from benchmarks.upstream import toto2 as upstream_toto2
 from forecast_core.forecasters import BATCH_RTOL, PRICE_COLUMNS, ContextBatch
 from forecast_core.toto2 import OHLC, Toto2Config, Toto2Forecaster, Toto2Model, load_toto2, save_toto2
-from benchmarks.upstream import toto2 as upstream_toto2
 
 pytestmark = pytest.mark.skipif(not upstream_toto2.available(), reason=upstream_toto2.INSTALL_HINT)
 

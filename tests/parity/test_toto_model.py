@@ -11,13 +11,13 @@ from safetensors.torch import load_file, save_file
 
 from forecast_core.aggregate import aggregate
 from forecast_core.checkpoints import CheckpointError
+from forecast_core.forecasters import BATCH_RTOL
+from forecast_core.synthetic import make_prices
 from forecast_core.toto import DEFAULT_TINY_DIR, TotoConfig, TotoForecaster, TotoModel, load_toto
 from forecast_core.toto import sampling
-from forecast_core.forecasters import BATCH_RTOL
 from forecast_core.toto.model import Mixture, ScalerState, context_scaler_state, scale_patches
 from forecast_core.windows import WindowSpec, build_windows
 from tests.support import assert_no_leakage, offline_hub, offline_hub_snapshot
-from forecast_core.synthetic import make_prices
 
 SMALL = TotoConfig(patch_size=16, stride=16, embed_dim=32, num_layers=4, num_heads=4, mlp_hidden_dim=48,
                    spacewise_every_n_layers=2, spacewise_first=False, k_components=3)

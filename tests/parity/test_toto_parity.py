@@ -13,10 +13,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from benchmarks.upstream import toto as upstream_toto
 from forecast_core.forecasters import PRICE_COLUMNS, ContextBatch
 from forecast_core.toto import TotoConfig, TotoForecaster, TotoModel, load_toto
 from forecast_core.toto.model import Rows, XPosRotary, context_scaler_state, scale_patches
-from benchmarks.upstream import toto as upstream_toto
 
 pytestmark = pytest.mark.skipif(not upstream_toto.available(), reason=upstream_toto.INSTALL_HINT)
 
