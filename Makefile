@@ -24,7 +24,7 @@ UPSTREAM_KRONOS := kronos-model-arch==0.1.0 einops==0.8.2
 UPSTREAM_TOTO2 := toto-2==2.0.0 dd-unit-scaling==0.1.0 unit-scaling==0.3.5 einops==0.8.2 jaxtyping==0.3.11 \
 	wadler-lindig==0.1.8 toolz==1.2.0 gluonts==0.16.2
 
-.PHONY: demo test dev validate clean screenshots
+.PHONY: demo test dev daemon automation validate clean screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,19 @@ test: $(DBT_MANIFEST) .upstream/.installed
 dev: $(DBT_MANIFEST)
 	mkdir -p "$(DAGSTER_HOME)"
 	$(WITH_VENV_PATH) $(BIN)/dagster dev -w workspace.yaml
+
+# The daemon alone (schedules, sensors, the marts-and-config-files automation), without the UI.
+daemon: $(DBT_MANIFEST)
+	mkdir -p "$(DAGSTER_HOME)"
+	$(WITH_VENV_PATH) $(BIN)/dagster-daemon run -w workspace.yaml
+
+# Turn on what starts tunes by itself (all off by default; README "Automation"). The automation that
+# carries each tune on to the marts and the config files runs by default.
+automation: $(DBT_MANIFEST)
+	mkdir -p "$(DAGSTER_HOME)"
+	$(WITH_VENV_PATH) $(BIN)/dagster schedule start weekly_retune -w workspace.yaml
+	$(WITH_VENV_PATH) $(BIN)/dagster sensor start price_source_sensor -w workspace.yaml
+	$(WITH_VENV_PATH) $(BIN)/dagster sensor start stale_config_sensor -w workspace.yaml
 
 # The README's UI screenshots (docs/ui-*.png): a demo instance in a temp folder, the real webserver,
 # headless Chromium (apt-get install chromium). SCREENSHOT_ARGS=--reuse skips re-running the demo.

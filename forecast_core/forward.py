@@ -148,9 +148,16 @@ class ForwardStore:
     def write_report(self, symbol: str, report: pd.DataFrame) -> Path:
         return atomic_write_parquet(self.report_path(symbol), report)
 
-    def read_report(self, symbol: str) -> pd.DataFrame:
+    def read_report(self, symbol: str, hyperparams_dir: str | Path | None = None) -> pd.DataFrame:
+        """``symbol``'s scorecards. With ``hyperparams_dir``, ``current`` marks those of the config files
+        stored there now: forward_scores marks them when it runs, and a re-tune since has replaced the
+        files (their new scorecards have no forward window yet)."""
         path = self.report_path(symbol)
-        return pd.read_parquet(path) if path.exists() else forward_report(pd.DataFrame(), set())
+        report = pd.read_parquet(path) if path.exists() else forward_report(pd.DataFrame(), set())
+        if hyperparams_dir is None or report.empty:
+            return report
+        cards, _ = current_scorecards(hyperparams_dir, symbol)
+        return report.assign(current=report["scorecard"].isin({card.id for card in cards}))
 
     def read(self, symbol: str) -> pd.DataFrame:
         """Every scorecard's rows of ``symbol`` (current and historical)."""
@@ -262,7 +269,9 @@ REPORT_COLUMNS = list(REPORT_TYPES)
 
 
 def forward_report(rows: pd.DataFrame, current: set[str]) -> pd.DataFrame:
-    """One row per scorecard: forward windows so far, mean scores, and the config vs its references."""
+    """One row per scorecard: forward windows so far, mean scores, and the config vs its references;
+    ordered by kind (configs.KINDS), then by selection time, so every reader (and the first drift
+    reason) is the same from run to run."""
     out = []
     for card_id, card in rows.groupby("scorecard", sort=False) if not rows.empty else []:
         wide = card.pivot_table(index="window_origin", columns="role", values="mae_pct", aggfunc="first").sort_index()
@@ -288,6 +297,7 @@ def forward_report(rows: pd.DataFrame, current: set[str]) -> pd.DataFrame:
         worse = (wide["selected"] > wide["persistence"]).to_numpy()[::-1]
         row["worse_than_persistence_in_a_row"] = int(np.argmin(worse)) if not worse.all() else len(worse)
         out.append(row)
+    out.sort(key=lambda r: (KINDS.index(r["kind"]), r["selected_at"]))
     return pd.DataFrame(out, columns=REPORT_COLUMNS).astype(REPORT_TYPES)
 
 

@@ -26,15 +26,15 @@ from forecast_core.store import StoreError
 from . import terminal
 
 
-def demo_tune_config() -> dict:
-    """The tune job's run config with the demo's budgets: small enough for a CPU with the bundled tiny
-    checkpoints (the assets' defaults are the full spaces). Imported here: the budgets pull in torch and
-    the engines, which `hpo --help`, `show` and `status` never need."""
-    from forecast_core.sweep.budgets import DEMO_KRONOS, DEMO_TOTO, DEMO_TOTO2
+def budget_run_config(name: str | None) -> dict | None:
+    """The tune job's run config for tune budget ``name`` (None: the deployment's, resource ``budget``).
 
-    return {"ops": {"toto_sweep": {"config": DEMO_TOTO.run_config()},
-                    "toto2_sweep": {"config": DEMO_TOTO2.run_config()},
-                    "kronos_sweep": {"config": DEMO_KRONOS.run_config()}}}
+    The name is checked first, so a typo fails before any run starts. Imported here: the budgets pull in
+    torch and the engines, which `hpo --help`, `show` and `status` never need."""
+    from resources import TuneBudgetResource
+
+    (TuneBudgetResource(name=name) if name else TuneBudgetResource()).budget()  # ValueError naming the known ones
+    return {"resources": {"budget": {"config": {"name": name}}}} if name else None
 
 
 FAILED_RUNS_SHOWN = 10  # hpo status lists this many most recent failed runs
@@ -91,10 +91,11 @@ def _run(job_name: str, instance, log, partition: str | None = None, run_config:
     prepare_manifest()  # an edited dbt project is parsed before the definitions load, never at import
     from .definitions import defs
 
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        result = defs.resolve_job_def(job_name).execute_in_process(
-            partition_key=partition, instance=instance, raise_on_error=False, run_config=_quiet(run_config))
+    job, printed = defs.resolve_job_def(job_name), io.StringIO()
+    with contextlib.redirect_stdout(printed):  # the run names its assets, as the daemon's runs do: the automation
+        result = job.execute_in_process(  # then knows what this run built (hpo_assets/automation.py)
+            partition_key=partition, instance=instance, raise_on_error=False, run_config=_quiet(run_config),
+            asset_selection=sorted(job.asset_layer.executable_asset_keys))
     if not result.success:
         if printed.getvalue().strip():
             log.print(printed.getvalue()[-5000:])
@@ -116,10 +117,12 @@ def _each(bar, step: str, symbols: list[str], run_one) -> list[str]:
     return failed
 
 
-def tune(symbols: list[str], tune_config: dict | None = None) -> list[str]:
-    """The Dagster tuning path per symbol, then the marts and the config files; returns failures."""
+def tune(symbols: list[str], budget: str | None = None) -> list[str]:
+    """The Dagster tuning path per symbol at tune budget ``budget`` (None: the deployment's), then the
+    marts and the config files; returns failures."""
     from .instance import register_symbols
 
+    tune_config = budget_run_config(budget)
     instance = _instance()
     register_symbols(instance, symbols)
     with terminal.progress() as bar:
@@ -168,14 +171,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     symbols = [validate_symbol(s) for s in args.symbols] if args.symbols else EmbeddedSource().symbols()
     start = time.perf_counter()
-    failed = tune(symbols, demo_tune_config())
+    failed = tune(symbols, "demo")
     return print_tuned(args, symbols, failed, time.perf_counter() - start)
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
     symbols = [validate_symbol(s) for s in (args.stocks or [args.symbol])]
     start = time.perf_counter()
-    failed = tune(symbols, demo_tune_config() if args.budget == "demo" else None)
+    failed = tune(symbols, args.budget)
     return print_tuned(args, symbols, failed, time.perf_counter() - start)
 
 
@@ -247,13 +250,14 @@ def cmd_forward(args: argparse.Namespace) -> int:
     from forecast_core.reports import frame_records
     from resources import RetuneSettings
 
-    store = ForwardStore(_storage().root)
+    storage = _storage()
+    store = ForwardStore(storage.root)
     symbols = [validate_symbol(s) for s in args.symbols] if args.symbols else sorted(
         p.stem.removeprefix("symbol=") for p in (store.dir / "report").glob("symbol=*.parquet"))
     policy = RetuneSettings().drift_policy()
     results = []
     for symbol in symbols:
-        report = store.read_report(symbol)
+        report = store.read_report(symbol, storage.hyperparams_dir)
         shown = report if args.history else report[report["current"]]
         results.append({"symbol": symbol, "scorecards": frame_records(shown), "retune": drift_reason(report, policy)})
     if args.json:
@@ -283,7 +287,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     storage = _storage()
     root, forward = Path(storage.hyperparams_dir), ForwardStore(storage.root)
-    results = [{"symbol": s, "files": stored_configs(root, s, forward.read_report(s))}
+    results = [{"symbol": s, "files": stored_configs(root, s, forward.read_report(s, root))}
                for s in (validate_symbol(s) for s in args.symbols)]
     unreadable = [entry["symbol"] for entry in results if any("error" in f for f in entry["files"])]
     if args.json:
@@ -301,19 +305,23 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 1 if unreadable else 0
 
 
-def _runtime_revisions() -> tuple[dict[str, str], list[str]]:
+def _definitions():
+    from .dbt_project import prepare_manifest
+
+    prepare_manifest()  # as in _run: the definitions need a current manifest
+    from .definitions import defs
+
+    return defs
+
+
+def _runtime_revisions(defs) -> tuple[dict[str, str], list[str]]:
     """The weights revision each model runtime of the code location would use now, found the way
     stale_config_sensor finds it (no weights loaded); a runtime whose weights cannot be found is
     left out (its configs are then not judged on weights) and named in the notes."""
     from forecast_core.checkpoints import CheckpointError
     from forecast_core.configs import MODELS
 
-    from .dbt_project import prepare_manifest
-
-    prepare_manifest()  # as in _run: the definitions need a current manifest
-    from .definitions import default_resources
-
-    runtimes = default_resources()
+    runtimes = defs.resources
     revisions, notes = {}, []
     for model in MODELS:
         try:
@@ -351,6 +359,19 @@ def _instance_runs(instance, symbols: list[str]) -> tuple[dict[str, float | None
     return last, failed
 
 
+def _automation_notes(automation: dict) -> list[str]:
+    """What of the automation is off, and a missing daemon, in a line each."""
+    off = [part["name"] for part in automation["parts"] if not part["on"]]
+    notes = [f"off: {', '.join(off)}: nothing they start happens by itself until they are on (`make automation` "
+             "turns on all of them; one by one: the commands in the table, run in the repository with this "
+             "DAGSTER_HOME, or the UI's Automation page)"] if off else []
+    if not automation["daemon_running"]:
+        notes.append("no dagster-daemon is running on this instance: schedules, sensors and the automation that builds "
+                     "the marts and config files do nothing until one runs (`make daemon`, or `make dev`, which "
+                     "runs one beside the UI)")
+    return notes
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     """Partitions, last tune per symbol, stale or drifting configs, recent failed runs."""
     home = _dagster_home()
@@ -365,14 +386,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     from forecast_core.reports import symbol_state
     from resources import RetuneSettings
 
-    from .instance import symbols_partitions
+    from .instance import automation_state, symbols_partitions
 
     instance = _instance()
     symbols = sorted(instance.get_dynamic_partitions(symbols_partitions.name))
     last, failed_runs = _instance_runs(instance, symbols)
     storage, settings = _storage(), RetuneSettings()
     root, forward, store = Path(storage.hyperparams_dir), ForwardStore(storage.root), storage.storage()
-    revisions, notes = _runtime_revisions() if symbols else ({}, [])
+    defs = _definitions()
+    revisions, notes = _runtime_revisions(defs) if symbols else ({}, [])
+    automation = automation_state(instance, defs)
+    notes += _automation_notes(automation)
     rows = []
     for symbol in symbols:
         try:
@@ -382,9 +406,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         stale = retune_reason(root, symbol, bars, revisions, settings.after_new_bars)
         when, age = _stamp(last[symbol])
         rows.append({"symbol": symbol, "last_tune": when, "last_tune_age_days": age,
-                     **symbol_state(root, symbol, stale, forward.read_report(symbol), settings.drift_policy())})
+                     **symbol_state(root, symbol, stale, forward.read_report(symbol, root), settings.drift_policy())})
     if args.json:
-        terminal.print_json({**empty, "symbols": rows, "failed_runs": failed_runs, "notes": notes})
+        terminal.print_json({**empty, "symbols": rows, "failed_runs": failed_runs, "automation": automation,
+                             "notes": notes})
         return 0
     console = terminal.stdout_console()
     console.print(f"Dagster instance {home}: {len(symbols)} symbol partition(s)")
@@ -392,6 +417,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         console.print("no symbols registered yet: run `hpo demo`, `hpo tune --symbol SYM` or `hpo add-symbols SYM`")
     else:
         console.print(terminal.status_table(rows))
+    console.print(terminal.automation_table(automation["parts"]))
     for note in notes:
         console.print(note, style="yellow")
     if failed_runs:
@@ -434,8 +460,10 @@ def build_parser() -> argparse.ArgumentParser:
         which = command(name, text, func).add_mutually_exclusive_group(required=True)
         which.add_argument("--symbol", help="one symbol")
         which.add_argument("--stocks", nargs="+", metavar="SYMBOL", help="several symbols")
-    sub.choices["tune"].add_argument("--budget", choices=["full", "demo"], default="full",
-                                     help="full: the assets' search spaces; demo: the small CPU budgets of hpo demo")
+    sub.choices["tune"].add_argument("--budget", metavar="NAME",
+                                     help="tune budget: full (the whole search spaces), demo (the small CPU budgets "
+                                          "of hpo demo) or a name from $HPO_TUNE_BUDGETS_FILE (default: the "
+                                          "deployment's, $HPO_TUNE_BUDGET or full)")
     compare = sub.choices["compare"]
     compare.add_argument("--forecast-horizon", type=int, default=64, help="bars to forecast (default 64)")
     compare.add_argument("--use-stored-hyperparams", action="store_true",

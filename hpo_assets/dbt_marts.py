@@ -6,12 +6,13 @@ module without one fails and names the command that creates it.
 
 import os
 
-from dagster import AssetExecutionContext, AutomationCondition
+from dagster import AssetExecutionContext
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 
 from forecast_core.store import StoreError, unreadable_trials_message
 from resources import StorageResource
 
+from .automation import follows_upstream, reads_stored_files
 from .dbt_project import dbt_project, require_manifest
 from .fixes import in_dagster, trials_fix
 from .instance import METRICS_POOL
@@ -22,15 +23,23 @@ SELECTION_TAG = "selection"  # dbt_project.yml tags the selection marts; built a
 SELECTION_MARTS = f"tag:{SELECTION_TAG}"
 # dbt unit tests check the SQL, not the data: tests/e2e/test_tuning_e2e.py runs them, the runs leave them out.
 BUILD_EXCLUDES = ["--exclude-resource-type", "unit_test"]
+# dbt sources the partitioned Python assets write (the sweeps' trials, the forward scorecards): never
+# built in a marts run, so a model reading them starts the marts stage (hpo_assets/automation.py).
+FILE_SOURCES = ("trials", "forward")
+
+
+def reads_file_sources(dbt_resource_props: dict) -> bool:
+    return any(node.split(".")[2] in FILE_SOURCES for node in dbt_resource_props.get("depends_on", {}).get("nodes", [])
+               if node.startswith("source."))
 
 
 class MetricsTranslator(DagsterDbtTranslator):
-    """Rebuild the marts whenever a sweep partition lands (once no sweep is still running); the
-    selection marts sit in the UI group ``selection`` beside the statistics and the config files,
-    the staging view and aggregation marts in the group ``metrics``."""
+    """The models over the stored files start the marts stage, every other model follows it in the same
+    run; the selection marts sit in the UI group ``selection`` beside the statistics and the config
+    files, the staging view and aggregation marts in the group ``metrics``."""
 
     def get_automation_condition(self, dbt_resource_props):
-        return AutomationCondition.eager()
+        return reads_stored_files() if reads_file_sources(dbt_resource_props) else follows_upstream()
 
     def get_group_name(self, dbt_resource_props):
         return "selection" if SELECTION_TAG in dbt_resource_props.get("tags", []) else "metrics"

@@ -2,7 +2,7 @@
 
 from dagster import Definitions, multiprocess_executor
 
-from resources import BacktestSettings, PriceSourceResource, RetuneSettings, StorageResource
+from resources import BacktestSettings, PriceSourceResource, RetuneSettings, StorageResource, TuneBudgetResource
 from resources.runtimes import KronosRuntime, Toto2Runtime, TotoRuntime
 
 from .compiled_models import kronos_model, toto_model
@@ -13,7 +13,7 @@ from .prices import price_history
 from .schedules import weekly_retune
 from .scorecard import forward_scores
 from .selected_configs import selected_configs
-from .sensors import price_source_sensor, stale_config_sensor
+from .sensors import marts_and_config_files, price_source_sensor, stale_config_sensor
 from .statistics import selection_statistics
 from .sweeps import baseline_sweep, kronos_sweep, toto2_sweep, toto_sweep
 
@@ -24,6 +24,7 @@ def default_resources() -> dict:
         "storage": StorageResource(),
         "backtest": BacktestSettings(),
         "retune": RetuneSettings(),
+        "budget": TuneBudgetResource(),
         "toto": TotoRuntime(),
         "toto2": Toto2Runtime(),
         "kronos": KronosRuntime(),
@@ -42,7 +43,7 @@ defs = Definitions(
             dbt_selection_marts, selected_configs, forward_scores, toto_model, kronos_model],
     jobs=[refresh_prices_job, tune_symbol_job, metrics_job, select_configs_job],
     schedules=[weekly_retune],
-    sensors=[price_source_sensor, stale_config_sensor],
+    sensors=[price_source_sensor, stale_config_sensor, marts_and_config_files],
     resources=default_resources(),
     executor=executor,
 )

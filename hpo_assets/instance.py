@@ -21,6 +21,7 @@ def register_symbols(instance: DagsterInstance, symbols: list[str]) -> list[str]
 
 
 ACCELERATOR_POOL, METRICS_POOL = "accelerator", "metrics_duckdb"
+BUDGET_TAG = "hpo/budget"  # the tune budget a run's sweeps read (resource `budget`), shown in the runs list
 
 # Steps in the accelerator pool ask Kubernetes for one GPU each when run by the k8s executor or run
 # launcher (deploy/); other executors ignore the tag. The toleration lets them onto GPU nodes that
@@ -72,3 +73,35 @@ def reclaim_dead_runs(instance: DagsterInstance) -> list[str]:
         instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
         reclaimed.append(run.run_id)
     return reclaimed
+
+
+# The daemon threads that evaluate each kind of automation (automation-condition sensors run in the asset daemon).
+_DAEMONS = {"schedule": "SCHEDULER", "sensor": "SENSOR", "automation": "ASSET"}
+
+
+def automation_state(instance: DagsterInstance, defs) -> dict:
+    """Each schedule and sensor of ``defs`` on ``instance``: on or off (as toggled here, else its default),
+    and whether the daemon that evaluates it is running. Read-only.
+
+    Returns {"parts": [{name, kind, on, default_on, daemon_running, how_to_start}], "daemon_running": bool}.
+    """
+    from dagster import AutomationConditionSensorDefinition, DefaultScheduleStatus, DefaultSensorStatus
+
+    toggled: dict[str, set[str]] = {}  # name -> RUNNING / STOPPED (toggled) or DECLARED_IN_CODE (default)
+    for state in instance.all_instigator_state():
+        toggled.setdefault(state.instigator_name, set()).add(state.status.value)
+    daemons = {name: status.healthy for name, status in instance.get_daemon_statuses(list(_DAEMONS.values())).items()
+               if status.required}
+    repository = defs.get_repository_def()
+    found = [(s.name, "schedule", s.default_status == DefaultScheduleStatus.RUNNING) for s in repository.schedule_defs]
+    found += [(s.name, "automation" if isinstance(s, AutomationConditionSensorDefinition) else "sensor",
+               s.default_status == DefaultSensorStatus.RUNNING) for s in repository.sensor_defs]
+    parts = []
+    for name, kind, default_on in found:
+        statuses = toggled.get(name, set())
+        on = "RUNNING" in statuses or ("STOPPED" not in statuses and default_on)
+        command = "schedule" if kind == "schedule" else "sensor"
+        parts.append({"name": name, "kind": kind, "on": on, "default_on": default_on,
+                      "daemon_running": bool(daemons.get(_DAEMONS[kind], False)),
+                      "how_to_start": f"dagster {command} start {name} -w workspace.yaml"})
+    return {"parts": parts, "daemon_running": bool(daemons) and all(daemons.values())}

@@ -5,8 +5,6 @@ from pathlib import Path
 import pandas as pd
 from dagster import (
     AssetExecutionContext,
-    AssetKey,
-    AutomationCondition,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -24,11 +22,10 @@ from forecast_core.windows import build_windows, plan_layout
 from resources import BacktestSettings, StorageResource
 from resources.runtimes import KronosRuntime, Toto2Runtime, TotoRuntime
 
+from .automation import SELECTION_MART_KEYS, SWEEP_KEYS, config_files
 from .fixes import SELECTION_FIX, in_dagster, prices_fix
 from .instance import ACCELERATOR_OP_TAGS, ACCELERATOR_POOL, symbols_partitions
 from .metadata import numbers, plot_png, table
-
-MARTS = [AssetKey("best_configs"), AssetKey("test_report"), AssetKey("model_choice")]
 
 
 def _error_vs_config(board: pd.DataFrame, chosen: dict[str, str], symbol: str) -> MetadataValue:
@@ -48,8 +45,8 @@ def _error_vs_config(board: pd.DataFrame, chosen: dict[str, str], symbol: str) -
     return plot_png(fig, f"{symbol} error vs config")
 
 
-@asset(partitions_def=symbols_partitions, deps=MARTS, group_name="selection", kinds={"json"},
-       automation_condition=AutomationCondition.eager(), pool=ACCELERATOR_POOL, op_tags=ACCELERATOR_OP_TAGS)
+@asset(partitions_def=symbols_partitions, deps=[*SELECTION_MART_KEYS, *SWEEP_KEYS], group_name="selection",
+       kinds={"json"}, automation_condition=config_files(), pool=ACCELERATOR_POOL, op_tags=ACCELERATOR_OP_TAGS)
 def selected_configs(context: AssetExecutionContext, storage: StorageResource, backtest: BacktestSettings,
                      toto: TotoRuntime, toto2: Toto2Runtime, kronos: KronosRuntime):
     """Config files per symbol: each model's selected config and the winner.

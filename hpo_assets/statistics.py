@@ -12,7 +12,6 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     AssetSpec,
-    AutomationCondition,
     Failure,
     MaterializeResult,
     MetadataValue,
@@ -25,8 +24,8 @@ from forecast_core.store import StoreError
 from resources import StorageResource
 from resources.runtimes import KronosRuntime, Toto2Runtime, TotoRuntime
 
+from .automation import follows_upstream
 from .instance import METRICS_POOL
-
 from .metadata import table
 
 
@@ -41,7 +40,7 @@ def _retired_tables(selection_dir: Path) -> list[Path]:
 
 
 @multi_asset(specs=[AssetSpec(key, deps=[AssetKey("stg_trials"), AssetKey("leaderboard")], group_name="selection",
-                              kinds={"python", "parquet"}, automation_condition=AutomationCondition.eager(),
+                              kinds={"python", "parquet"}, automation_condition=follows_upstream(),
                               description=f"selection statistics table {name} (storage/selection/{name}.parquet)")
                     for name, key in TABLE_KEYS.items()],
              name="selection_statistics", pool=METRICS_POOL)

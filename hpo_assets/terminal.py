@@ -186,3 +186,14 @@ def failed_runs_table(runs: list[dict]) -> Table:
     for run in runs:
         table.add_row(run["time"][:16], run["job"], run["partition"] or "", run["run_id"][:8], run["message"] or "")
     return table
+
+
+def automation_table(parts: list[dict]) -> Table:
+    table = _table("automation", "kind", "state", "to turn on", wrap=("to turn on",))
+    for part in parts:
+        state = "on" if part["on"] else "off"
+        if part["on"] and not part["daemon_running"]:
+            state = "on, no daemon"
+        style = "green" if state == "on" else "yellow" if part["on"] else "red"
+        table.add_row(part["name"], part["kind"], Text(state, style=style), "" if part["on"] else part["how_to_start"])
+    return table

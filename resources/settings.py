@@ -1,12 +1,20 @@
-"""Backtest settings shared by the data checks and every sweep, so they always agree; re-tune policy."""
+"""Backtest settings shared by the data checks and every sweep, so they always agree; re-tune policy and
+the deployment's tune budget."""
 
 from __future__ import annotations
 
+import os
+import re
+from typing import TYPE_CHECKING
+
 from dagster import ConfigurableResource
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from forecast_core.forward import DriftPolicy
 from forecast_core.windows import WindowSpec
+
+if TYPE_CHECKING:
+    from forecast_core.sweep.budgets import TuneBudget
 
 _SPEC = WindowSpec()  # the window layout's defaults have one owner
 _DRIFT = DriftPolicy()  # and the drift policy's
@@ -40,3 +48,28 @@ class RetuneSettings(ConfigurableResource):
 
     def drift_policy(self) -> DriftPolicy:
         return DriftPolicy(self.drift_margin, self.drift_consecutive_windows, self.drift_min_windows)
+
+
+class TuneBudgetResource(ConfigurableResource):
+    """How much every tune searches, set once per deployment: the weekly schedule's, the re-tune sensor's,
+    a backfill's and ``hpo tune``'s tunes all run it. A sweep's run config may still override a field."""
+
+    name: str = Field(default_factory=lambda: os.environ.get("HPO_TUNE_BUDGET", "full"),
+                      description="full (the whole search spaces, sized for a GPU) | demo (small CPU budgets) | a name "
+                                  "from budgets_file (default: $HPO_TUNE_BUDGET or full)")
+    budgets_file: str = Field(default_factory=lambda: os.environ.get("HPO_TUNE_BUDGETS_FILE", ""),
+                              description="YAML file of named budgets, {name: {toto: {...}, toto2: {...}, kronos: "
+                                          "{...}}}; fields left out keep full's (default: $HPO_TUNE_BUDGETS_FILE)")
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", value):
+            raise ValueError(f"tune budget name {value!r}: use 1-64 letters, digits, '_', '.' or '-'")
+        return value
+
+    def budget(self) -> TuneBudget:
+        """The named budget (the file is read here, not at load, so a bad file fails the tune that needs it)."""
+        from forecast_core.sweep.budgets import named_budget
+
+        return named_budget(self.name, self.budgets_file or None)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from forecast_core.synthetic import make_prices
@@ -62,3 +64,21 @@ def random_checkpoints(tmp_path_factory):
                                       residual_attn_ratio=1.0)), root / "toto2")
     return {"toto": root / "toto", "kronos": root / "kronos", "kronos_tokenizer": root / "kronos-tokenizer",
             "toto2": root / "toto2"}
+
+
+@pytest.fixture(scope="session")
+def tuned_feed_template(tmp_path_factory):
+    from tests.support import tune_feed
+
+    root = tmp_path_factory.mktemp("tuned_feed")
+    tune_feed(root)
+    return root
+
+
+@pytest.fixture
+def tuned_feed(tmp_path, tuned_feed_template, monkeypatch):
+    """A copy of tests.support.tune_feed's result in ``tmp_path`` (csv/, dagster_home/, st/), with
+    DAGSTER_HOME pointing at it: built once per session, copied per test."""
+    shutil.copytree(tuned_feed_template, tmp_path, dirs_exist_ok=True)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    return tmp_path

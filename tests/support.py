@@ -103,6 +103,81 @@ def offline_hub(monkeypatch, hub: Path) -> None:
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
 
 
+# -- a daily feed whose regime changes after selection (test_forward_scorecard.py, e2e/test_daemon.py) --------------
+FEED_TUNED_BARS, FEED_BARS = 300, 96  # bars at selection; bars the feed then appends
+FEED_DRIFT_MARGIN = 0.5  # the tiny Kronos default runs ~20% behind persistence anyway
+# A small tune budget, as a budgets-file entry (resource `budget`); as run config: FEED_SWEEPS.
+FEED_BUDGET = {
+    "toto": {"sample_counts": [16], "aggregations": ["mean", "median"]},
+    "toto2": {"context_lengths": [0], "decode_block_sizes": [0], "variates": ["close"], "aggregations": ["median", "mean"]},
+    "kronos": {"presets": [], "sample_counts": [4], "aggregations": ["mean"], "search_budget": 2,
+               "search_sample_count": 4, "max_sample_count": 4},
+}
+FEED_SWEEPS = {"ops": {f"{family}_sweep": {"config": values} for family, values in FEED_BUDGET.items()}}
+
+
+def regime_change_feed() -> dict[str, pd.DataFrame]:
+    """CALM goes on as before. SHIFT is pinned after bar FEED_TUNED_BARS (a takeover at a fixed price:
+    closes scatter 0.1% around the last close), where persistence is nearly exact and a model that
+    still forecasts the old volatility falls far behind it."""
+    from forecast_core.synthetic import make_prices
+
+    total = FEED_TUNED_BARS + FEED_BARS
+    calm, shift = make_prices(total, seed=11), make_prices(total, seed=12)
+    after = np.arange(FEED_TUNED_BARS, total)
+    rng = np.random.default_rng(13)
+    pinned = shift["close"].iloc[FEED_TUNED_BARS - 1] * np.exp(rng.normal(0.0, 0.001, len(after)))
+    shift.loc[after, "close"] = pinned
+    shift.loc[after, "open"] = np.concatenate([[shift["close"].iloc[FEED_TUNED_BARS - 1]], pinned[:-1]])
+    shift.loc[after, "high"] = shift.loc[after, ["open", "close"]].max(axis=1) * 1.0005
+    shift.loc[after, "low"] = shift.loc[after, ["open", "close"]].min(axis=1) * 0.9995
+    return {"CALM": calm, "SHIFT": shift}
+
+
+def write_feed(folder: Path, series: dict[str, pd.DataFrame], bars: int) -> None:
+    """The first ``bars`` bars of each series as ``folder/SYMBOL.csv``, written whole then renamed into
+    place, as the README asks a feed to do."""
+    for symbol, frame in series.items():
+        temp = folder / f".{symbol}.csv.tmp"
+        frame.iloc[:bars].drop(columns=["amount"]).to_csv(temp, index=False)
+        os.replace(temp, folder / f"{symbol}.csv")
+
+
+def feed_resources(root: Path) -> dict:
+    """The resources of a tuned feed under ``root`` (see tune_feed)."""
+    from resources import RetuneSettings
+
+    return {**make_resources(root / "st", root / "csv"), "retune": RetuneSettings(drift_margin=FEED_DRIFT_MARGIN)}
+
+
+def tune_feed(root: Path) -> None:
+    """CALM and SHIFT (regime_change_feed) at FEED_TUNED_BARS bars, tuned with FEED_SWEEPS and selected,
+    under ``root``: the CSV folder csv/, a Dagster instance in dagster_home/, storage and config files in
+    st/ (what `hpo tune` leaves). Tests copy it (the conftest fixture tuned_feed)."""
+    from dagster import DagsterInstance, materialize
+
+    from hpo_assets.dbt_marts import metrics_assets
+    from hpo_assets.instance import register_symbols
+    from hpo_assets.prices import price_history
+    from hpo_assets.selected_configs import selected_configs
+    from hpo_assets.sweeps import baseline_sweep, kronos_sweep, toto2_sweep, toto_sweep
+
+    (root / "csv").mkdir(parents=True)
+    (root / "dagster_home").mkdir()
+    (root / "dagster_home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    series = regime_change_feed()
+    write_feed(root / "csv", series, FEED_TUNED_BARS)
+    resources = feed_resources(root)
+    with DagsterInstance.from_config(str(root / "dagster_home")) as instance:
+        register_symbols(instance, list(series))
+        for symbol in series:
+            assert materialize([price_history, baseline_sweep, toto_sweep, toto2_sweep, kronos_sweep], partition_key=symbol,
+                               instance=instance, resources=resources, run_config=FEED_SWEEPS).success
+        assert materialize(metrics_assets(), instance=instance, resources=resources).success
+        for symbol in series:
+            assert materialize([selected_configs], partition_key=symbol, instance=instance, resources=resources).success
+
+
 # The Dagster helpers import the Dagster layer when called, so core and parity tests never load it.
 def make_resources(storage_root, csv_dir=None, checkpoints=None, **backtest) -> dict:
     """The project's resources against ``storage_root``, small windows, optional CSV prices and checkpoints."""

@@ -1,8 +1,9 @@
 """Sweep budgets, and one whole per-symbol tune without Dagster.
 
-``TotoBudget()``, ``Toto2Budget()`` and ``KronosBudget()`` are the sweep assets' defaults
-(hpo_assets/sweeps.py takes its run-config defaults from them); ``DEMO_TOTO`` / ``DEMO_TOTO2`` /
-``DEMO_KRONOS`` are the smaller budgets ``hpo demo`` runs with. :func:`tune_symbol` runs what the sweep
+A :class:`TuneBudget` holds one budget per model sweep; a deployment names the one its tunes run
+(:func:`named_budget`): ``full`` (``TotoBudget()``, ``Toto2Budget()``, ``KronosBudget()``: the whole
+search spaces, sized for a GPU), ``demo`` (``DEMO_TOTO`` / ``DEMO_TOTO2`` / ``DEMO_KRONOS``: what
+``hpo demo`` runs on a CPU), or a budget of its own from a YAML file. :func:`tune_symbol` runs what the sweep
 assets run for one symbol (baseline, Toto grid, Toto 2.0 grid, Kronos default + presets + TPE search +
 promotion) into a :class:`Storage` through the assets' driver (:class:`~.symbol.SymbolSweep`); the
 benchmarks use it.
@@ -11,7 +12,8 @@ benchmarks use it.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import pandas as pd
@@ -59,20 +61,14 @@ BASELINE_TRIALS = {
 }
 
 
-class _RunConfig:
-    def run_config(self) -> dict:
-        """The fields as a Dagster run config (lists, not tuples)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-
 @dataclass(frozen=True)
-class TotoBudget(_RunConfig):
+class TotoBudget:
     sample_counts: Sequence[int] = TOTO_SAMPLE_COUNTS  # num_samples grid
     aggregations: Sequence[str] = TOTO_AGGREGATIONS  # aggregation grid
 
 
 @dataclass(frozen=True)
-class Toto2Budget(_RunConfig):
+class Toto2Budget:
     context_lengths: Sequence[int] = TOTO2_CONTEXT_LENGTHS  # bars (0 = all of the window's context)
     decode_block_sizes: Sequence[int] = TOTO2_DECODE_BLOCK_SIZES  # 0 = single pass, else block decoding
     variates: Sequence[str] = tuple(TOTO2_VARIATES)  # close | ohlc | ohlcv
@@ -99,7 +95,7 @@ class Toto2Budget(_RunConfig):
 
 
 @dataclass(frozen=True)
-class KronosBudget(_RunConfig):
+class KronosBudget:
     presets: Sequence[str] = tuple(KRONOS_PRESETS)  # users' guide presets to score
     sample_counts: Sequence[int] = KRONOS_SAMPLE_COUNTS  # sample_count prefixes
     aggregations: Sequence[str] = KRONOS_AGGREGATIONS
@@ -120,6 +116,82 @@ DEMO_TOTO = TotoBudget(sample_counts=(64, 256, 1024, 4096))
 DEMO_TOTO2 = Toto2Budget(context_lengths=(0, 128, 256), decode_block_sizes=(0, 32), variates=("close", "ohlc"))
 DEMO_KRONOS = KronosBudget(presets=("balanced",), sample_counts=(8,), search_budget=4, search_sample_count=8,
                            max_sample_count=8)
+
+
+@dataclass(frozen=True)
+class TuneBudget:
+    """What one tune of a symbol searches: a budget per model sweep."""
+
+    toto: TotoBudget = TotoBudget()
+    toto2: Toto2Budget = Toto2Budget()
+    kronos: KronosBudget = KronosBudget()
+
+
+BUILT_IN_BUDGETS = {"full": TuneBudget(), "demo": TuneBudget(DEMO_TOTO, DEMO_TOTO2, DEMO_KRONOS)}
+_FAMILY_BUDGETS = {f.name: f.default.__class__ for f in fields(TuneBudget)}
+
+
+def read_budgets(path: str | Path) -> dict[str, TuneBudget]:
+    """The named budgets of a YAML (or JSON) file: ``{name: {toto: {...}, toto2: {...}, kronos: {...}}}``.
+
+    A family or field left out keeps the ``full`` budget's value, so a file states only what it cuts.
+    """
+    import yaml
+
+    path = Path(path)
+    try:
+        document = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"tune budgets file {path}: cannot be read ({exc}); fix it or unset the budgets file") from None
+    if not isinstance(document, dict) or not document:
+        raise ValueError(f"tune budgets file {path}: expected a mapping of budget names to budgets, e.g. "
+                         "{cpu_nightly: {toto: {sample_counts: [256, 1024]}, kronos: {search_budget: 8}}}")
+    budgets = {}
+    for name, families in document.items():
+        where = f"tune budgets file {path}, budget {name!r}"
+        if name in BUILT_IN_BUDGETS:
+            raise ValueError(f"{where}: {name!r} is a built-in budget; give yours another name")
+        if not isinstance(families, dict) or set(families) - set(_FAMILY_BUDGETS):
+            raise ValueError(f"{where}: expected a mapping with keys among {', '.join(_FAMILY_BUDGETS)}")
+        parts = {}
+        for family, values in families.items():
+            kind = _FAMILY_BUDGETS[family]
+            known = [f.name for f in fields(kind)]
+            if not isinstance(values, dict) or set(values) - set(known):
+                raise ValueError(f"{where}, {family}: expected a mapping with keys among {', '.join(known)}")
+            try:
+                parts[family] = kind(**{k: _typed(kind, k, v) for k, v in values.items()})
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{where}, {family}: {exc}") from None
+        budgets[str(name)] = TuneBudget(**parts)
+    return budgets
+
+
+_MAY_BE_EMPTY = {"presets"}  # list fields where an empty list means "none" (no guide presets)
+
+
+def _typed(kind: type, name: str, value):
+    """``value`` for field ``name`` of ``kind``, of the type of the field's default (lists as tuples)."""
+    default = getattr(kind(), name)
+    if isinstance(default, tuple):
+        element, empty_ok = type(default[0]), name in _MAY_BE_EMPTY
+        if not isinstance(value, list) or not (value or empty_ok) or not all(isinstance(v, element) for v in value):
+            raise ValueError(f"{name} must be a {'' if empty_ok else 'non-empty '}list of {element.__name__}, "
+                             f"not {value!r}")
+        return tuple(value)
+    wanted = (int, float) if isinstance(default, float) else type(default)
+    if isinstance(value, bool) or not isinstance(value, wanted):
+        raise ValueError(f"{name} must be of type {type(default).__name__}, not {value!r}")
+    return value
+
+
+def named_budget(name: str, budgets_file: str | Path | None = None) -> TuneBudget:
+    """The built-in budget ``name`` (``full``, ``demo``) or the one of that name in ``budgets_file``."""
+    known = {**BUILT_IN_BUDGETS, **(read_budgets(budgets_file) if budgets_file else {})}
+    if name not in known:
+        where = f" or in {budgets_file}" if budgets_file else " (set a budgets file to name your own)"
+        raise ValueError(f"unknown tune budget {name!r}: not built in{where}; known: {', '.join(known)}")
+    return known[name]
 
 
 def toto_trials(budget: TotoBudget, tunable: bool = True) -> list[Trial]:

@@ -30,7 +30,9 @@ EXPECTED_GRAPH = {
     "pooled_challengers": {"selection/pooled", "leaderboard"},
     "window_pretraining": {"selection/pretraining_windows"},
     "pareto_front": {"leaderboard"},
-    "selected_configs": {"best_configs", "test_report", "model_choice"},
+    # the sweeps: a symbol's files follow its own sweeps (hpo_assets/automation.py)
+    "selected_configs": {"best_configs", "test_report", "model_choice", "baseline_sweep", "toto_sweep", "toto2_sweep",
+                         "kronos_sweep"},
     "forward_scores": {"price_history", "selected_configs"},
     "forward_report": {"forward_scores"},
     "toto_model": set(),
@@ -81,9 +83,22 @@ def test_price_checks_and_jobs_are_defined():
                       "enough_bars_to_tune", "no_large_gaps", "no_suspected_splits"}
     for job in ("refresh_prices", "tune_symbol", "build_metrics", "select_configs"):
         assert defs.resolve_job_def(job) is not None
-    for sensor in ("price_source_sensor", "stale_config_sensor"):
+    for sensor in ("price_source_sensor", "stale_config_sensor", "marts_and_config_files"):
         assert defs.resolve_sensor_def(sensor) is not None
     assert defs.resolve_schedule_def("weekly_retune").cron_schedule == "0 2 * * 0"
+
+
+def test_the_stages_after_the_sweeps_are_automated_by_a_sensor_that_runs_by_default():
+    """Nothing a user must turn on stands between a tune and its config files; the triggers stay off."""
+    from dagster import DefaultScheduleStatus, DefaultSensorStatus
+
+    graph = defs.resolve_asset_graph()
+    automated = {key.to_user_string() for key in graph.get_all_asset_keys() if graph.get(key).automation_condition}
+    assert automated == {name for name in EXPECTED_GRAPH if name in GROUPS["metrics"] | GROUPS["selection"]}
+    repository = defs.get_repository_def()
+    assert [s.name for s in repository.sensor_defs if s.default_status == DefaultSensorStatus.RUNNING] == [
+        "marts_and_config_files"]
+    assert all(s.default_status == DefaultScheduleStatus.STOPPED for s in repository.schedule_defs)
 
 
 def test_accelerator_work_runs_in_its_pool():
@@ -131,3 +146,41 @@ def test_without_a_manifest_loading_names_the_command_and_prepare_manifest_makes
     assert dbt_project_module.changed_since_manifest() == []
     assert dbt_project_module.prepare_manifest().stat().st_mtime_ns == built  # up to date: not parsed again
     assert dbt_project_module.require_manifest() == manifest
+
+
+STAGES = {"aggregation": 1, "statistics": 2, "selection": 3}  # the order a marts run builds them in
+
+
+def _stage(node: dict) -> int:
+    """Which stage of a marts run makes ``node``: the files the sweeps and the scorecard write come first."""
+    if node["resource_type"] == "source":
+        return STAGES["statistics"] if node["source_name"] == "selection" else 0
+    return STAGES["selection"] if "selection" in node["tags"] else STAGES["aggregation"]
+
+
+@pytest.mark.slow  # dbt lists its tests three times (in process, no database)
+def test_no_data_test_of_a_stage_reads_a_later_stage(tmp_path):
+    """A test that compares a model with one of a later stage would fail by design when its stage builds
+    alone after a re-tune (that model is stale until its stage follows)."""
+    from dbt.cli.main import dbtRunner
+
+    manifest = json.loads((DBT_PROJECT_DIR / "target" / "manifest.json").read_text())
+    nodes = {**manifest["nodes"], **manifest["sources"]}
+    data_tests = {uid for uid, node in manifest["nodes"].items() if node["resource_type"] == "test"}
+
+    def tests_run(*selection: str) -> set[str]:
+        listed = dbtRunner().invoke(["ls", "--resource-type", "test", "--output", "json", "--output-keys", "unique_id",
+                                     "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
+                                     "--target-path", str(tmp_path), "--quiet", *selection])
+        assert listed.success, listed.exception
+        return {json.loads(line)["unique_id"] for line in listed.result} & data_tests
+
+    stages = {"aggregation": tests_run("--exclude", "tag:selection"),
+              "aggregation, as the automation subsets it": tests_run("--select", "stg_trials leaderboard"),
+              "selection": tests_run("--select", "tag:selection")}
+    for name, tests in stages.items():
+        stage = STAGES[name.split(",")[0]]
+        later = {uid: parents for uid in tests
+                 if (parents := [p for p in manifest["nodes"][uid]["depends_on"]["nodes"] if _stage(nodes[p]) > stage])}
+        assert later == {}, name
+    assert stages["aggregation"] | stages["selection"] == data_tests  # and every test runs in some stage

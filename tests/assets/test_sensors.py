@@ -46,13 +46,16 @@ def test_weekly_schedule_requests_every_partition_once_per_week(dagster_home):
 
     from hpo_assets.schedules import weekly_retune
 
-    instance = DagsterInstance.get()
-    empty = weekly_retune(build_schedule_context(instance=instance))
+    from resources import TuneBudgetResource
+
+    instance, budget = DagsterInstance.get(), {"budget": TuneBudgetResource(name="demo")}
+    empty = weekly_retune(build_schedule_context(instance=instance, resources=budget))
     assert isinstance(empty, SkipReason)
     instance.add_dynamic_partitions("symbols", ["NVDA", "AAPL"])
     when = datetime(2026, 11, 22, 2, tzinfo=timezone.utc)
-    requests = weekly_retune(build_schedule_context(instance=instance, scheduled_execution_time=when))
+    requests = weekly_retune(build_schedule_context(instance=instance, scheduled_execution_time=when, resources=budget))
     assert [(r.partition_key, r.run_key) for r in requests] == [("AAPL", "AAPL:2026-W47"), ("NVDA", "NVDA:2026-W47")]
+    assert {r.tags["hpo/budget"] for r in requests} == {"demo"}  # the deployment's budget, shown in the runs list
 
 
 RETUNE_AFTER_BARS = 20  # the bar-count rule, opt-in (off by default: forward evidence decides)
@@ -64,7 +67,7 @@ def test_stale_config_sensor(tmp_path, dagster_home, random_checkpoints):
     from forecast_core.checkpoints import checkpoint_revision
     from forecast_core.store import Storage
     from hpo_assets.sensors import stale_config_sensor
-    from resources import RetuneSettings, StorageResource
+    from resources import RetuneSettings, StorageResource, TuneBudgetResource
     from resources.runtimes import KronosRuntime, Toto2Runtime, TotoRuntime
 
     instance = DagsterInstance.get()
@@ -74,7 +77,7 @@ def test_stale_config_sensor(tmp_path, dagster_home, random_checkpoints):
                  "toto2": Toto2Runtime(checkpoints=[str(random_checkpoints["toto2"])]),
                  "kronos": KronosRuntime(source=str(random_checkpoints["kronos"]),
                                          tokenizer_source=str(random_checkpoints["kronos_tokenizer"])),
-                 "retune": RetuneSettings(after_new_bars=RETUNE_AFTER_BARS)}
+                 "retune": RetuneSettings(after_new_bars=RETUNE_AFTER_BARS), "budget": TuneBudgetResource()}
 
     def evaluate():
         return stale_config_sensor(build_sensor_context(instance=instance, resources=resources))
@@ -120,3 +123,19 @@ def _document(model: str, data_end: str, revision: str) -> dict:
                          "data_version": "x", "seed": 0, "search": {"method": "grid", "trials": 1},
                          "baselines_on_test": {}, "selection": {"significant_vs_default": False, "reason": "test"},
                          "selected_at": "2026-11-24T00:00:00+00:00", "code_version": "test"}}
+
+
+def test_sensor_intervals_are_set_per_deployment(monkeypatch):
+    import pytest
+
+    from hpo_assets.sensors import INTERVALS, interval_seconds
+
+    variable, default = INTERVALS["price_source_sensor"]
+    monkeypatch.delenv(variable, raising=False)
+    assert interval_seconds("price_source_sensor") == default
+    monkeypatch.setenv(variable, "3600")  # an hourly feed
+    assert interval_seconds("price_source_sensor") == 3600
+    for bad in ("0", "5m", "-1"):
+        monkeypatch.setenv(variable, bad)
+        with pytest.raises(ValueError, match=rf"\${variable}='{bad}': expected a whole number of seconds"):
+            interval_seconds("price_source_sensor")

@@ -336,6 +336,12 @@ def test_a_reselected_file_starts_a_new_scorecard_and_the_old_one_stays(tmp_path
     assert len(report) == 6 and report["current"].sum() == 3
     assert set(report.loc[report["current"], "scorecard"]) == {c.id for c in new.values()}
     assert (report["forward_windows"] == 3).all()
+    assert list(report["kind"]) == ["toto", "toto", "kronos", "kronos", "best", "best"]  # in the same order every run
+
+    # A report written before the last re-tune: the files stored now decide which scorecards are current.
+    store.write_report("AAA", forward_report(store.read("AAA"), {c.id for c in old.values()}))
+    assert set(store.read_report("AAA").query("current")["scorecard"]) == {c.id for c in old.values()}
+    assert set(store.read_report("AAA", root).query("current")["scorecard"]) == {c.id for c in new.values()}
 
 
 # -- the report and the re-tune decision ---------------------------------------------------------------------
