@@ -143,9 +143,18 @@ def test_a_tune_ends_in_one_marts_run_then_the_files_of_the_tuned_symbols(pipeli
     assert pipeline.tick() == {"selected_configs": ["AAA"]}
 
 
-def test_forward_scores_rebuild_only_their_report(pipeline):
+def test_forward_scores_rebuild_only_their_report_and_the_files_wait_for_it(pipeline):
     assert pipeline.run(["forward_scores"], "AAA")
     assert pipeline.tick() == {"forward_report": [""]}
+
+    assert pipeline.tune("AAA")
+    pipeline.launch(pipeline.tick())  # the marts
+    assert pipeline.run(["forward_scores"], "BBB")  # a refresh lands before AAA's files are written
+    assert pipeline.tick() == {"forward_report": [""]}  # one dbt run at a time, never beside the files
+    reporting = _in_flight(["forward_report"], lambda: pipeline.launch({"forward_report": [""]}))
+    assert pipeline.tick() == {}
+    _finish(reporting)
+    assert pipeline.tick() == {"selected_configs": ["AAA"]}
 
 
 def _in_flight(keys, run) -> threading.Thread:

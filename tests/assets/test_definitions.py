@@ -93,8 +93,13 @@ def test_the_stages_after_the_sweeps_are_automated_by_a_sensor_that_runs_by_defa
     from dagster import DefaultScheduleStatus, DefaultSensorStatus
 
     graph = defs.resolve_asset_graph()
-    automated = {key.to_user_string() for key in graph.get_all_asset_keys() if graph.get(key).automation_condition}
+    from hpo_assets.automation import FILE_READERS
+
+    conditions = {key: graph.get(key).automation_condition for key in graph.get_all_asset_keys()}
+    automated = {key.to_user_string() for key, condition in conditions.items() if condition}
     assert automated == {name for name in EXPECTED_GRAPH if name in GROUPS["metrics"] | GROUPS["selection"]}
+    starts = {key for key, condition in conditions.items() if condition and condition.get_label() == "rebuild after new files"}
+    assert starts == set(FILE_READERS)  # the dbt models over stored files (dbt_marts.FILE_SOURCES) start a build
     repository = defs.get_repository_def()
     assert [s.name for s in repository.sensor_defs if s.default_status == DefaultSensorStatus.RUNNING] == [
         "marts_and_config_files"]

@@ -184,6 +184,14 @@ def test_show_and_status_on_an_empty_instance(tmp_path):
     assert re.search(r"^NVDA\s+never\s+0/4\s+untuned\s+no config files yet", status, re.M)
     state = json.loads(_ok(_hpo("status", "--json", env=env)))
     assert [(s["symbol"], s["state"], s["last_tune"]) for s in state["symbols"]] == [("NVDA", "untuned", None)]
+    # the automation as a new instance has it: only the marts-and-config-files automation on, and no daemon
+    assert {p["name"]: p["on"] for p in state["automation"]["parts"]} == {
+        "weekly_retune": False, "price_source_sensor": False, "stale_config_sensor": False,
+        "marts_and_config_files": True}
+    assert not state["automation"]["daemon_running"]
+    assert any(note.startswith("off: weekly_retune, price_source_sensor, stale_config_sensor") for note in state["notes"])
+    assert any(note.startswith("no dagster-daemon is running") for note in state["notes"])
+    assert re.search(r"^stale_config_sensor\s+sensor\s+off\s+dagster sensor start stale_config_sensor", status, re.M)
 
 
 def test_bad_symbol_is_rejected_before_anything_runs(tmp_path):

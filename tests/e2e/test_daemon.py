@@ -21,12 +21,12 @@ from pathlib import Path
 import duckdb
 import pytest
 import yaml
-from dagster import AssetKey, DagsterInstance, DagsterRunStatus, SkipReason, build_sensor_context
+from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter, SkipReason, build_sensor_context
 
 from forecast_core.configs import read_config
 from forecast_core.data import data_version
 from forecast_core.store import Storage
-from hpo_assets.instance import BUDGET_TAG
+from hpo_assets.instance import BUDGET_TAG, automation_state
 from hpo_assets.sensors import stale_config_sensor
 from tests.support import (
     FEED_BARS,
@@ -44,6 +44,7 @@ BIN = Path(sys.executable).parent
 KINDS = ("toto", "toto2", "kronos", "best")
 WAIT_SECONDS = 420  # the sensors' intervals below, five runs and a tune with the small budget, on 2 cores
 # The instance's default (queued) run coordinator, dequeuing every second instead of every five.
+IN_FLIGHT = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]
 DAGSTER_YAML = {"telemetry": {"enabled": False},
                 "run_coordinator": {"module": "dagster._core.run_coordinator", "class": "QueuedRunCoordinator",
                                     "config": {"dequeue_interval_seconds": 1}}}
@@ -66,6 +67,15 @@ def _runs_report(instance: DagsterInstance) -> str:
     """Every run so far, one line each, for a failure message."""
     return "\n".join(f"{r.dagster_run.job_name} {r.dagster_run.tags.get('dagster/partition', '')} "
                      f"{r.dagster_run.status.value}" for r in reversed(instance.get_run_records()))
+
+
+def _wait_until_idle(instance: DagsterInstance, timeout: float = 120) -> None:
+    """Until no run is queued or in flight on two checks in a row (a tick may launch one in between)."""
+    deadline, quiet = time.monotonic() + timeout, 0
+    while quiet < 2:
+        assert time.monotonic() < deadline, f"runs still in flight after {timeout}s:\n{_runs_report(instance)}"
+        quiet = quiet + 1 if not instance.get_run_records(RunsFilter(statuses=IN_FLIGHT)) else 0
+        time.sleep(3)
 
 
 def _started(command: list[str], env: dict, cwd: Path, log: Path) -> subprocess.Popen:
@@ -107,7 +117,13 @@ def test_a_feed_change_ends_in_new_config_files_with_only_the_daemon_running(tun
         else:
             pytest.fail(f"no new SHIFT config files after {WAIT_SECONDS}s; runs:\n{_runs_report(instance)}\n"
                         f"daemon log:\n{log.read_text()[-4000:]}")
-        time.sleep(2)  # the file run reports its end
+        _wait_until_idle(instance)  # stopping the daemon would stop its runs in flight
+        from tests.e2e.daemon_location import defs as location
+
+        state = automation_state(instance, location)  # what `hpo status` shows
+        assert state["daemon_running"] and {p["name"]: p["on"] for p in state["parts"]} == {
+            "weekly_retune": False, "price_source_sensor": True, "stale_config_sensor": True,
+            "marts_and_config_files": True}
     finally:
         os.killpg(daemon.pid, signal.SIGTERM)
         daemon.wait(timeout=60)
