@@ -168,14 +168,17 @@ def tune_feed(root: Path) -> None:
     series = regime_change_feed()
     write_feed(root / "csv", series, FEED_TUNED_BARS)
     resources = feed_resources(root)
-    with DagsterInstance.from_config(str(root / "dagster_home")) as instance:
-        register_symbols(instance, list(series))
-        for symbol in series:
-            assert materialize([price_history, baseline_sweep, toto_sweep, toto2_sweep, kronos_sweep], partition_key=symbol,
-                               instance=instance, resources=resources, run_config=FEED_SWEEPS).success
-        assert materialize(metrics_assets(), instance=instance, resources=resources).success
-        for symbol in series:
-            assert materialize([selected_configs], partition_key=symbol, instance=instance, resources=resources).success
+    # Not `with instance:` (its exit closes what materialize's own enter opened, and leaves Dagster's
+    # current definitions-state storage pointing at this instance once it is gone).
+    instance = DagsterInstance.from_config(str(root / "dagster_home"))
+    register_symbols(instance, list(series))
+    for symbol in series:
+        assert materialize([price_history, baseline_sweep, toto_sweep, toto2_sweep, kronos_sweep], partition_key=symbol,
+                           instance=instance, resources=resources, run_config=FEED_SWEEPS).success
+    assert materialize(metrics_assets(), instance=instance, resources=resources).success
+    for symbol in series:
+        assert materialize([selected_configs], partition_key=symbol, instance=instance, resources=resources).success
+    instance.dispose()
 
 
 # The Dagster helpers import the Dagster layer when called, so core and parity tests never load it.
