@@ -1,9 +1,9 @@
 """The automation conditions that carry a tune on to the marts and the config files (hpo_assets/automation.py).
 
 Evaluated with Dagster's own evaluator on a real temp instance, over the code location's real asset
-graph and conditions, with stand-in bodies (each step only reports its materialisation), so every
-scenario, in-flight runs included, takes milliseconds per run. tests/e2e/test_daemon.py runs the
-same chain with the real assets under the real daemon.
+graph and conditions, with stand-in bodies (each step only reports its materialisation), so a run or
+a tick costs about a second, in-flight runs included, instead of a tune's or a dbt build's.
+tests/e2e/test_daemon.py runs the same chain with the real assets under the real daemon.
 """
 
 from __future__ import annotations

@@ -29,11 +29,12 @@ def test_a_daily_feed_grows_the_scorecard_and_drift_asks_for_a_retune(tuned_feed
     resources = feed_resources(tuned_feed)
 
     def price_sensor(cursor):
-        return price_source_sensor(build_sensor_context(instance=instance, cursor=cursor,
-                                                        resources={"prices": resources["prices"]}))
+        with build_sensor_context(instance=instance, cursor=cursor, resources={"prices": resources["prices"]}) as context:
+            return price_source_sensor(context)
 
     def retune_sensor():
-        return stale_config_sensor(build_sensor_context(instance=instance, resources=resources))
+        with build_sensor_context(instance=instance, resources=resources) as context:
+            return stale_config_sensor(context)
 
     cursor = price_sensor(None).cursor
     assert isinstance(retune_sensor(), SkipReason)  # just tuned: nothing to say yet

@@ -10,9 +10,9 @@ from resources import PriceSourceResource
 
 
 def _evaluate(instance, csv_dir, cursor):
-    context = build_sensor_context(instance=instance, cursor=cursor,
-                                   resources={"prices": PriceSourceResource(kind="csv_dir", csv_dir=str(csv_dir))})
-    return price_source_sensor(context)
+    with build_sensor_context(instance=instance, cursor=cursor,
+                              resources={"prices": PriceSourceResource(kind="csv_dir", csv_dir=str(csv_dir))}) as context:
+        return price_source_sensor(context)
 
 
 def _apply(instance, result):
@@ -49,11 +49,13 @@ def test_weekly_schedule_requests_every_partition_once_per_week(dagster_home):
     from resources import TuneBudgetResource
 
     instance, budget = DagsterInstance.get(), {"budget": TuneBudgetResource(name="demo")}
-    empty = weekly_retune(build_schedule_context(instance=instance, resources=budget))
-    assert isinstance(empty, SkipReason)
+    # As context managers: a context with resources sets Dagster's current instance until it is closed.
+    with build_schedule_context(instance=instance, resources=budget) as context:
+        assert isinstance(weekly_retune(context), SkipReason)
     instance.add_dynamic_partitions("symbols", ["NVDA", "AAPL"])
     when = datetime(2026, 11, 22, 2, tzinfo=timezone.utc)
-    requests = weekly_retune(build_schedule_context(instance=instance, scheduled_execution_time=when, resources=budget))
+    with build_schedule_context(instance=instance, scheduled_execution_time=when, resources=budget) as context:
+        requests = weekly_retune(context)
     assert [(r.partition_key, r.run_key) for r in requests] == [("AAPL", "AAPL:2026-W47"), ("NVDA", "NVDA:2026-W47")]
     assert {r.tags["hpo/budget"] for r in requests} == {"demo"}  # the deployment's budget, shown in the runs list
 
@@ -80,7 +82,8 @@ def test_stale_config_sensor(tmp_path, dagster_home, random_checkpoints):
                  "retune": RetuneSettings(after_new_bars=RETUNE_AFTER_BARS), "budget": TuneBudgetResource()}
 
     def evaluate():
-        return stale_config_sensor(build_sensor_context(instance=instance, resources=resources))
+        with build_sensor_context(instance=instance, resources=resources) as context:
+            return stale_config_sensor(context)
 
     assert isinstance(evaluate(), SkipReason)  # no prices stored yet: nothing to tune from
     prices = make_prices(300, seed=1)

@@ -158,5 +158,5 @@ def test_a_feed_change_ends_in_new_config_files_with_only_the_daemon_running(tun
     windows = FEED_BARS // TINY_BACKTEST["horizon"]
     assert marts == [("CALM", 4, windows, True), ("SHIFT", 4, windows, True)]  # the scorecards the refresh wrote
     # That evidence was about SHIFT's replaced files: no second re-tune from it (say, when the next bar arrives).
-    assert isinstance(stale_config_sensor(build_sensor_context(instance=instance, resources=feed_resources(tuned_feed))),
-                      SkipReason)
+    with build_sensor_context(instance=instance, resources=feed_resources(tuned_feed)) as context:
+        assert isinstance(stale_config_sensor(context), SkipReason)
